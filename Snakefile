@@ -1,0 +1,19 @@
+# uniego: UNIEGO as an incremental DAG. Rules are thin: each calls the `uniego` CLI.
+# Usage: `snakemake --cores all` (demo), `snakemake --cores 4 --resources gpu=4 results/eef/uniego.pt`.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/teachers.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        dataset_targets(config["dataset"]),

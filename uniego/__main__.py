@@ -1,0 +1,3 @@
+from uniego.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""Zarr v3 stores: the decoded-clip caches and the teacher feature cache (DESIGN §4).
+
+A store is a group a stranger can open with `zarr.open_group` or `xarray.open_zarr`:
+  data arrays with `dimension_names` (e.g. features (sample, frame, channel)), chunked by
+  samples, zstd; coordinates `sample` (the sample ids: the index), `split`, `label`; a `done`
+  mask per sample; group attributes with the provenance and `complete: true` written last.
+
+Writing goes to `<target>.partial` (never the declared output: Snakemake deletes a failed
+job's outputs) and is resumable: a rerun with the same provenance fingerprint keeps the chunks
+already marked done. `finalize` marks the store complete, consolidates metadata and moves
+it into place. Readers refuse incomplete stores and stores built from another manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from uniego import __version__
+from uniego.errors import UniegoError
+
+FORMAT = "uniego-store"
+FORMAT_VERSION = 1
+VOLATILE_ATTRS = ("created_at", "finished_at", "complete", "fingerprint")
+TARGET_CHUNK_BYTES = 2 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySpec:
+    """A per-sample data array: shape after the sample axis, dtype and dimension names."""
+    tail: tuple[int, ...]
+    dtype: str
+    dims: tuple[str, ...]
+
+
+def _zarr():
+    import zarr
+    return zarr
+
+
+def chunk_samples_for(arrays: dict[str, ArraySpec], n: int) -> int:
+    """Samples per chunk so the largest array's chunk is ~2 MiB uncompressed."""
+    per_sample = max(int(np.prod(a.tail, dtype=np.int64)) * np.dtype(a.dtype).itemsize for a in arrays.values())
+    return int(max(1, min(n, TARGET_CHUNK_BYTES // max(per_sample, 1))))
+
+
+def fingerprint(attrs: dict) -> str:
+    stable = {k: v for k, v in attrs.items() if k not in VOLATILE_ATTRS}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def strings(values) -> np.ndarray:
+    """A zarr string array (numpy StringDType) as a plain numpy str array."""
+    return np.array([str(v) for v in np.asarray(values)], dtype=str)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class StoreWriter:
+    """Resumable writer of one store. Use: `pending()`, `write(start, stop, **arrays)`, `finalize()`."""
+
+    def __init__(self, target: str | Path, *, sample_ids, splits, labels, arrays: dict[str, ArraySpec],
+                 attrs: dict, chunk_samples: int | None = None, stage: str = "cache"):
+        zarr = _zarr()
+        self.target = Path(target)
+        self.staging = self.target.with_name(self.target.name + ".partial")
+        self.stage = stage
+        self.n = len(sample_ids)
+        self.arrays = arrays
+        self.chunk = int(chunk_samples or chunk_samples_for(arrays, self.n))
+        attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "uniego_version": __version__,
+                 "chunk_samples": self.chunk, **attrs}
+        self.fp = fingerprint(attrs)
+        if self.staging.exists() and self._resumable():
+            self.group = zarr.open_group(str(self.staging), mode="r+")
+            self.resumed = int(np.asarray(self.group["done"][:]).sum())
+            return
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.resumed = 0
+        g = zarr.open_group(str(self.staging), mode="w")
+        codec = zarr.codecs.ZstdCodec(level=3)
+        for name, spec in arrays.items():
+            fill = np.nan if np.dtype(spec.dtype).kind == "f" else 0
+            g.create_array(name, shape=(self.n, *spec.tail), chunks=(self.chunk, *spec.tail), dtype=spec.dtype,
+                           dimension_names=("sample", *spec.dims), compressors=codec, fill_value=fill,
+                           attributes={"coordinates": "split label"})
+        coord_chunk = max(self.n, 1)
+        for name, values, dtype in (("sample", sample_ids, str), ("split", splits, str), ("label", labels, "int32")):
+            arr = g.create_array(name, shape=(self.n,), chunks=(coord_chunk,), dtype=dtype, dimension_names=("sample",))
+            arr[:] = np.array([str(v) for v in values]) if dtype is str else np.asarray(values, dtype)
+        g.create_array("done", shape=(self.n,), chunks=(coord_chunk,), dtype="bool", dimension_names=("sample",),
+                       fill_value=False)
+        g.attrs.update({**attrs, "fingerprint": self.fp, "created_at": _now(), "complete": False})
+        self.group = g
+
+    def _resumable(self) -> bool:
+        try:
+            g = _zarr().open_group(str(self.staging), mode="r")
+            return g.attrs.get("fingerprint") == self.fp and "done" in g and g["done"].shape == (self.n,)
+        except Exception:
+            return False
+
+    def pending(self) -> list[tuple[int, int]]:
+        """Chunk-aligned [start, stop) ranges not yet done."""
+        done = np.asarray(self.group["done"][:])
+        return [(a, min(a + self.chunk, self.n)) for a in range(0, self.n, self.chunk)
+                if not done[a:min(a + self.chunk, self.n)].all()]
+
+    def write(self, start: int, stop: int, **data: np.ndarray) -> None:
+        """Write rows [start, stop) of every data array, then mark them done."""
+        if set(data) != set(self.arrays):
+            raise ValueError(f"write needs arrays {sorted(self.arrays)}, got {sorted(data)}")
+        for name, values in data.items():
+            self.group[name][start:stop] = values
+        self.group["done"][start:stop] = True
+
+    def finalize(self, extra_attrs: dict | None = None) -> Path:
+        """Check every sample is done, write `complete` last, consolidate, move into place."""
+        done = np.asarray(self.group["done"][:])
+        if not done.all():
+            ids = strings(self.group["sample"][:])[~done]
+            raise UniegoError(f"{self.staging}: {len(ids)} samples were not written (first: {list(ids[:5])})", stage=self.stage)
+        self.group.attrs.update({**(extra_attrs or {}), "finished_at": _now()})
+        self.group.attrs["complete"] = True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _zarr().consolidate_metadata(str(self.staging))
+        if self.target.exists():
+            shutil.rmtree(self.target)
+        os.replace(self.staging, self.target)
+        return self.target
+
+
+def open_store(path: str | Path, *, manifest_sha256: str | None = None, stage: str = "read"):
+    """Open a finished store read-only; refuse a missing, incomplete or stale one."""
+    zarr = _zarr()
+    path = Path(path)
+    if not path.exists():
+        hint = f" (an interrupted run left {path}.partial; rerun the rule to resume it)" if Path(f"{path}.partial").exists() else ""
+        raise UniegoError(f"store {path} does not exist{hint}", stage=stage)
+    try:
+        g = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    except Exception as e:
+        raise UniegoError(f"{path} is not a readable Zarr store: {e}", stage=stage) from None
+    if g.attrs.get("format") != FORMAT:
+        raise UniegoError(f"{path} is not a uniego store (format attribute {g.attrs.get('format')!r})", stage=stage)
+    if g.attrs.get("complete") is not True:
+        raise UniegoError(f"store {path} is incomplete (`complete` is not true): it was never finished. "
+                          "Delete it and rerun the rule that builds it.", stage=stage)
+    if manifest_sha256 is not None and g.attrs.get("manifest_sha256") != manifest_sha256:
+        raise UniegoError(f"store {path} was built from another manifest (sha256 {str(g.attrs.get('manifest_sha256'))[:12]}… "
+                          f"vs {manifest_sha256[:12]}…): it is stale. Rebuild it (snakemake reruns it when the manifest "
+                          "changes).", stage=stage)
+    return g
+
+
+def read_array(path: str | Path, name: str = "features", *, manifest_sha256: str | None = None,
+               sample_ids=None, stage: str = "read") -> tuple[np.ndarray, np.ndarray]:
+    """(values, sample ids) of one array, checked: finite, and covering exactly `sample_ids`
+    in that order when given."""
+    g = open_store(path, manifest_sha256=manifest_sha256, stage=stage)
+    ids = strings(g["sample"][:])
+    if sample_ids is not None:
+        want = strings(sample_ids)
+        if len(want) != len(ids) or (want != ids).any():
+            missing = sorted(set(want) - set(ids))[:5]
+            extra = sorted(set(ids) - set(want))[:5]
+            raise UniegoError(f"store {path} does not hold the manifest's samples in order "
+                              f"(missing {missing}, unexpected {extra}); rebuild it", stage=stage)
+    values = np.asarray(g[name][:])
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        if bad.any():
+            raise UniegoError(f"store {path}: `{name}` has NaN or Inf for samples {list(ids[bad][:5])}", stage=stage)
+    return values, ids

@@ -1,0 +1,150 @@
+"""The `uniego` command. Snakemake rules call it; so can you. Each command takes its settings
+either as `--settings JSON` (the config sub-tree a rule passes) or from `--config FILE
+--dataset DS`; throughput options (--workers, --batch-size, --device) never change results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from uniego.errors import UniegoError
+
+
+def _settings(args, stage: str, **kw) -> dict:
+    from uniego import config as C
+
+    if args.settings:
+        try:
+            return json.loads(args.settings)
+        except json.JSONDecodeError as e:
+            raise UniegoError(f"--settings is not valid JSON: {e}") from None
+    if not args.config:
+        raise UniegoError("give --settings JSON or --config FILE (with --dataset)")
+    cfg = C.validate_config(C.load_yaml(args.config))
+    return C.stage_settings(cfg, args.dataset or cfg["dataset"], stage, **kw)
+
+
+def _common(p, *, dataset=True):
+    p.add_argument("--settings", help="the stage's config sub-tree as JSON (what the Snakemake rule passes)")
+    p.add_argument("--config", help="read settings from this config.yaml instead")
+    if dataset:
+        p.add_argument("--dataset", help="dataset key in the config (default: config's `dataset`)")
+    p.add_argument("--code-version", default="", help="recorded in the output's provenance")
+
+
+def cmd_demo_data(args):
+    from uniego.config import DemoPreset, from_dict
+    from uniego.demo.generate import generate
+
+    s = _settings(args, "demo_data")
+    preset = from_dict(DemoPreset, s["preset"], where="demo_presets")
+    generate(args.out, preset, seed=s["seed"], workers=args.workers, code_version=args.code_version)
+
+
+def cmd_manifest(args):
+    from uniego.manifest import build_demo_manifest, write_manifest
+
+    s = _settings(args, "manifest")
+    if s["adapter"] != "demo":
+        raise UniegoError(f"adapter {s['adapter']!r} is not available yet (only: demo)", stage="manifest")
+    table, classes = build_demo_manifest(s["root"], s["dataset"])
+    write_manifest(table, classes, args.out, extra={"dataset": s["dataset"], "adapter": s["adapter"],
+                                                    "root": s["root"], "code_version": args.code_version})
+    print(f"{args.out}: {len(table)} clips, {len(classes)} classes, splits "
+          + ", ".join(f"{k} {v}" for k, v in table.split.value_counts().sort_index().items()))
+
+
+def cmd_clips(args):
+    from uniego.clips import build_clip_cache
+    from uniego.config import ClipSettings, dataclasses as dc
+
+    s = _settings(args, "clips", view=args.view)
+    defaults = {f.name: None for f in dc.fields(ClipSettings)}
+    settings = ClipSettings(**{**defaults, **s})
+    build_clip_cache(args.manifest, args.view, args.out, settings, workers=args.workers, code_version=args.code_version)
+
+
+def cmd_extract(args):
+    from uniego.config import ComputeSettings, TeacherSettings, from_dict
+    from uniego.extract import extract
+
+    s = _settings(args, "extract", teacher=args.teacher)
+    teacher = from_dict(TeacherSettings, s["teacher"], where=f"teachers.{args.teacher}")
+    if teacher.key != args.teacher:
+        raise UniegoError(f"--teacher {args.teacher} but the settings are for {teacher.key}", stage="extract")
+    clip_stores = {v.split("=", 1)[0]: v.split("=", 1)[1] for v in args.clips}
+    compute = ComputeSettings(device=args.device, precision=args.precision, workers=args.workers, batch_size=args.batch_size)
+    extract(args.manifest, clip_stores, args.out, teacher, compute=compute, seed=s["seed"],
+            code_version=args.code_version, chunk_samples=args.chunk_samples)
+
+
+def cmd_inspect(args):
+    from uniego.inspect_store import describe, format_report
+
+    info = describe(args.store)
+    print(json.dumps(info, indent=2, default=str) if args.json else format_report(info))
+
+
+def cmd_validate_config(args):
+    from uniego.config import load_yaml, validate_config
+
+    validate_config(load_yaml(args.config))
+    print(f"{args.config}: valid")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="uniego", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="generate the built-in synthetic ego-exo demo dataset")
+    _common(p)
+    p.add_argument("--out", required=True, help="dataset root to write (staged, then moved)")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("manifest", help="build and validate results/{ds}/manifest.parquet")
+    _common(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser("clips", help="decode a view of every clip into a Zarr clip cache")
+    _common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--view", required=True, choices=["ego", "exo", "skeleton"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_clips)
+
+    p = sub.add_parser("extract", help="compute one teacher's features into a Zarr feature store")
+    _common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--clips", nargs="+", default=[], metavar="VIEW=STORE", help="clip caches, e.g. exo=results/demo/clips/exo.zarr")
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--chunk-samples", type=int, default=None, help="samples per store chunk (default: ~2 MiB chunks)")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("inspect", help="shape, chunks, compression, provenance and statistics of a store")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("validate-config", help="check a config.yaml against the schema")
+    p.add_argument("config", nargs="?", default="config.yaml")
+    p.set_defaults(func=cmd_validate_config)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UniegoError as e:
+        print(f"uniego {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,86 @@
+"""`uniego clips`: the decoded-clip cache `results/{ds}/clips/{view}.zarr` (decode once, read many).
+
+view ego / exo: `frames` (sample, frame, y, x, rgb) uint8, one clip per chunk, plus
+`frame_time` (s). view skeleton: `keypoints` (sample, frame, joint, coord) float32 (x, y in
+exo-video pixels, score) and `img_hw` (the exo frame size the pixels refer to).
+Decoding runs in DataLoader workers; the main process writes. Resumable per chunk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from uniego.cache import ArraySpec, StoreWriter
+from uniego.config import ClipSettings
+from uniego.manifest import manifest_sha256, read_manifest
+from uniego.video import read_frames, read_skeleton, resize_crop
+
+VIEWS = ("ego", "exo", "skeleton")
+
+
+def _as_is(item):
+    """DataLoader collate for batch_size=None that keeps numpy arrays (no torch conversion)."""
+    return item
+
+
+def clip_arrays(view: str, settings: ClipSettings) -> dict[str, ArraySpec]:
+    if view == "skeleton":
+        T = settings.skeleton_frames
+        return {"keypoints": ArraySpec((T, 17, 3), "float32", ("frame", "joint", "coord")),
+                "img_hw": ArraySpec((2,), "int32", ("hw",)),
+                "frame_time": ArraySpec((T,), "float32", ("frame",))}
+    T, S = settings.num_frames, settings.size
+    return {"frames": ArraySpec((T, S, S, 3), "uint8", ("frame", "y", "x", "rgb")),
+            "frame_time": ArraySpec((T,), "float32", ("frame",))}
+
+
+class _Decode(Dataset):
+    def __init__(self, table, view: str, settings: ClipSettings, ranges):
+        self.table, self.view, self.s, self.ranges = table, view, settings, ranges
+
+    def __len__(self):
+        return len(self.ranges)
+
+    def __getitem__(self, i):
+        start, stop = self.ranges[i]
+        out = {}
+        for j in range(start, stop):
+            row = self.table.iloc[j]
+            if self.view == "skeleton":
+                kp, hw, t = read_skeleton(row.skeleton, row.sample_id, row.start, row.end, self.s.skeleton_frames)
+                item = {"keypoints": kp, "img_hw": hw, "frame_time": t}
+            else:
+                frames, t = read_frames(getattr(row, f"{self.view}_video"), row.sample_id, row.start, row.end,
+                                        self.s.num_frames, sampling=self.s.sampling, stride=self.s.stride)
+                item = {"frames": resize_crop(frames, self.s.size), "frame_time": t}
+            for k, v in item.items():
+                out.setdefault(k, []).append(v)
+        return start, stop, {k: np.stack(v) for k, v in out.items()}
+
+
+def build_clip_cache(manifest: str | Path, view: str, out: str | Path, settings: ClipSettings, *,
+                     workers: int = 2, code_version: str = "", chunk_samples: int | None = None) -> Path:
+    """Decode every manifest clip's `view` into the store at `out` (resuming a staged one)."""
+    from tqdm import tqdm
+
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}")
+    table, classes = read_manifest(manifest)
+    arrays = clip_arrays(view, settings)
+    attrs = {"kind": "clips", "view": view, "settings": settings.__dict__, "manifest_sha256": manifest_sha256(manifest),
+             "manifest": str(manifest), "classes": classes, "code_version": code_version,
+             "decoder": "decord" if view != "skeleton" else "numpy",
+             "resize": "short side -> size (bilinear, antialias), centre crop" if view != "skeleton" else None}
+    writer = StoreWriter(out, sample_ids=table.sample_id, splits=table.split, labels=table.label, arrays=arrays,
+                         attrs=attrs, chunk_samples=chunk_samples or (1 if view != "skeleton" else None), stage="clips")
+    ranges = writer.pending()
+    loader = DataLoader(_Decode(table, view, settings, ranges), batch_size=None, collate_fn=_as_is, num_workers=workers,
+                        prefetch_factor=4 if workers else None, persistent_workers=False)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    for start, stop, data in tqdm(loader, total=len(ranges), desc=f"clips {view}", leave=False, disable=None):
+        writer.write(start, stop, **data)
+    return writer.finalize()

@@ -1,0 +1,190 @@
+"""config.yaml: safe loading, schema validation with key paths, per-dataset views, and the
+frozen per-stage settings each stage receives (no module reads a global config)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import importlib
+import json
+from pathlib import Path
+
+import yaml
+
+from uniego.errors import UniegoError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Parse a YAML file with the safe loader; a missing or malformed file is a UniegoError."""
+    path = Path(path)
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise UniegoError(f"config file {path} does not exist", stage="config") from None
+    except yaml.YAMLError as e:
+        raise UniegoError(f"config file {path} is not valid YAML: {e}", stage="config") from None
+    if not isinstance(data, dict):
+        raise UniegoError(f"config file {path} must hold a mapping at top level", stage="config")
+    return data
+
+
+def _key_path(error) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Check `config` against the JSON schema; every violation is reported with its key path.
+
+    Also checks the cross-references the schema cannot express (dataset -> preset, arch names).
+    Returns the config unchanged so it can be chained.
+    """
+    import jsonschema
+
+    schema = load_yaml(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            for key in extra:
+                where = ".".join([*map(str, err.absolute_path), key])
+                problems.append(f"{where}: unknown key (allowed: {', '.join(sorted(err.schema.get('properties', {}))) or 'see the schema'})")
+            if extra:
+                continue
+        problems.append(f"{_key_path(err)}: {err.message}")
+    if not problems:
+        problems.extend(_cross_checks(config))
+    if problems:
+        raise UniegoError("invalid config:\n  " + "\n  ".join(problems) + f"\n(schema: {schema_path})", stage="config")
+    return config
+
+
+def _cross_checks(config: dict) -> list[str]:
+    from uniego.teachers.registry import ARCHS, TEACHERS
+
+    problems = []
+    if config["dataset"] not in config["datasets"]:
+        problems.append(f"dataset: {config['dataset']!r} is not a key of datasets ({', '.join(config['datasets'])})")
+    for name, ds in config["datasets"].items():
+        if ds["adapter"] == "demo" and ds.get("preset", "demo") not in config["demo_presets"]:
+            problems.append(f"datasets.{name}.preset: {ds.get('preset')!r} is not a key of demo_presets ({', '.join(config['demo_presets'])})")
+        teachers = _merge(config["teachers"], ds.get("overrides", {}).get("teachers", {}))
+        for key, t in teachers.items():
+            where = f"datasets.{name}.overrides.teachers.{key}" if key in ds.get("overrides", {}).get("teachers", {}) else f"teachers.{key}"
+            arch = ARCHS.get(t.get("arch"))
+            if arch is None:
+                problems.append(f"{where}.arch: unknown architecture {t.get('arch')!r}; known for {key}: {', '.join(sorted(a for a, s in ARCHS.items() if s.family == TEACHERS[key].family))}")
+            elif arch.family != TEACHERS[key].family:
+                problems.append(f"{where}.arch: {t['arch']!r} is a {arch.family} architecture but teacher {key} needs {TEACHERS[key].family}")
+    return problems
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def dataset_config(config: dict, ds: str) -> dict:
+    """The config as dataset `ds` sees it: top-level sections overlaid by its `overrides`."""
+    if ds not in config["datasets"]:
+        raise UniegoError(f"unknown dataset {ds!r}; config.datasets has: {', '.join(config['datasets'])}", stage="config")
+    return _merge(config, config["datasets"][ds].get("overrides", {}))
+
+
+# ---------------------------------------------------------------- per-stage frozen settings
+@dataclasses.dataclass(frozen=True)
+class ClipSettings:
+    num_frames: int
+    size: int
+    sampling: str
+    stride: int
+    skeleton_frames: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherSettings:
+    key: str
+    arch: str
+    weights: str
+    pooling: str | None = None
+    input_size: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeSettings:
+    device: str = "auto"
+    precision: str = "auto"
+    workers: int = 2
+    batch_size: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoPreset:
+    clips_per_class: int
+    size: int
+    fps: int
+    seconds: float
+    sessions: int
+    actions_per_session: int
+
+
+def from_dict(cls, data: dict, *, where: str):
+    """Build a frozen settings dataclass, rejecting unknown or missing keys with their path."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UniegoError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}", stage="config")
+    try:
+        return cls(**data)
+    except TypeError as e:
+        raise UniegoError(f"{where}: {e}", stage="config") from None
+
+
+def code_version(*modules: str) -> str:
+    """sha256 (12 hex) of the source files of the given uniego modules or packages.
+
+    Rules pass it through `params:` so that editing the code a rule runs reruns that rule
+    (Snakemake's own code trigger only sees the shell line).
+    """
+    h = hashlib.sha256()
+    for name in sorted(modules):
+        mod = importlib.import_module(name)
+        path = Path(mod.__file__)
+        files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+        for f in files:
+            h.update(str(f.relative_to(path.parent.parent if path.name == "__init__.py" else path.parent)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def canonical_json(obj) -> str:
+    """Stable JSON text of a config sub-tree (what rules pass on the command line)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- what each stage receives
+def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None, teacher: str | None = None) -> dict:
+    """The config sub-tree that affects `stage`'s result for dataset `ds` (rules pass it through
+    `params:`, so editing it reruns exactly the jobs that depend on it)."""
+    c = dataset_config(config, ds)
+    d = c["datasets"][ds]
+    if stage == "demo_data":
+        return {"preset": c["demo_presets"][d.get("preset", "demo")], "seed": c["seed"]}
+    if stage == "manifest":
+        return {"adapter": d["adapter"], "root": d["root"], "dataset": ds}
+    if stage == "clips":
+        keys = ("skeleton_frames",) if view == "skeleton" else ("num_frames", "size", "sampling", "stride")
+        return {k: c["clips"][k] for k in keys}
+    if stage == "extract":
+        return {"teacher": {"key": teacher, **c["teachers"][teacher]}, "seed": c["seed"]}
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def full_clip_settings(config: dict, ds: str) -> ClipSettings:
+    return from_dict(ClipSettings, dataset_config(config, ds)["clips"], where="clips")

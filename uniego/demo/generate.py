@@ -1,0 +1,162 @@
+"""`uniego demo-data`: write the demo dataset, deterministically from a seed.
+
+Layout under `root` (written into `root.partial`, moved into place at the end):
+  videos/{ego,exo}/{clip}.mp4    H.264 (PyAV), idle lead-in, the action, idle tail
+  skeletons/{clip}.npz           exo 2-D COCO-17 keypoints [T, 17, 3] (x px, y px, confidence),
+                                 img_shape (h, w), fps: one row per video frame
+  annotations.csv                one row per clip: sample_id, split, class_name, ego_video,
+                                 exo_video, start, end (s, the action), skeleton
+  classes.txt                    class names, index = label
+  sessions/{id}.mp4, sessions.csv, sessions/{id}.labels.npy
+                                 long ego sessions chaining several actions, frame labels
+                                 (index into classes.txt; len(classes) = idle)
+  demo.json                      generator settings, seed and code version (provenance)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from uniego.config import DemoPreset
+from uniego.demo.body import CLASSES, IDLE, REST, Body, blend, facing, joints, pose_params
+from uniego.demo.render import Scene, background, ego_camera, exo_camera, render
+
+SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
+    """uint8 [T, H, W, 3] -> H.264 mp4, no B-frames (frame-exact seeking), single-threaded
+    (bit-identical output for identical input)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"crf": "18", "bf": "0", "g": "16", "threads": "1"})
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.thread_count = 1
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _timeline(segments, fps: int, rng: np.random.Generator):
+    """segments: [(exercise, seconds)] -> per frame pose params, with 0.3 s blends between them."""
+    body_amp = [(ex, sec, rng.uniform(0.75, 1.1), rng.uniform(0.45, 1.1), rng.uniform(0, 2 * np.pi)) for ex, sec in segments]
+    bounds = np.cumsum([0] + [sec for _, sec in segments])
+    n = int(round(bounds[-1] * fps))
+    params, labels = [], []
+    for i in range(n):
+        t = (i + 0.5) / fps
+        k = min(int(np.searchsorted(bounds, t, side="right")) - 1, len(segments) - 1)
+        ex, _, amp, freq, phase = body_amp[k]
+        local = t - bounds[k]
+        theta = 2 * np.pi * freq * local + phase
+        w = min(1.0, local / 0.3, (bounds[k + 1] - t) / 0.3) if ex != IDLE else 0.0
+        params.append(blend(REST, pose_params(ex, theta, amp), max(0.0, w)))
+        labels.append(ex)
+    return params, labels, bounds
+
+
+def _film(params, body: Body, scene: Scene, size: int, fps: int, rng, *, exo: bool):
+    width = (size * 4 // 3) // 2 * 2
+    pitch = np.radians(rng.uniform(35, 45))
+    J_all = np.stack([joints(body, p) for p in params])
+    ego = np.stack([render(ego_camera(J, facing(body), pitch, width, size), J, body.height, scene, ego=True) for J in J_all])
+    if not exo:
+        return ego, None, None, None
+    cam = exo_camera(width, size, rng)
+    bg = background(cam, scene)
+    exo_frames = np.stack([render(cam, J, body.height, scene, ego=False, bg=bg) for J in J_all])
+    uv, _ = cam.project(J_all)
+    noise = rng.normal(0, 0.4, uv.shape)
+    conf = np.clip(rng.normal(0.93, 0.04, uv.shape[:2]), 0.5, 1.0)
+    skel = np.concatenate([uv + noise, conf[..., None]], -1).astype(np.float32)
+    return ego, exo_frames, skel, (size, width)
+
+
+def make_clip(args) -> dict:
+    """Render one clip: idle lead-in, the action, idle tail; write both videos and the skeleton."""
+    root, index, class_name, preset, seed = args
+    rng = np.random.default_rng([seed, 1, index])
+    body, scene = Body.sample(rng), Scene.sample(rng)
+    lead, tail = rng.uniform(0.2, 0.5), rng.uniform(0.2, 0.5)
+    action = preset.seconds * rng.uniform(0.9, 1.1)
+    params, _, bounds = _timeline([(IDLE, lead), (class_name, action), (IDLE, tail)], preset.fps, rng)
+    ego, exo, skel, hw = _film(params, body, scene, preset.size, preset.fps, rng, exo=True)
+    sid = f"demo_{index:05d}"
+    write_video(root / "videos" / "ego" / f"{sid}.mp4", ego, preset.fps)
+    write_video(root / "videos" / "exo" / f"{sid}.mp4", exo, preset.fps)
+    (root / "skeletons").mkdir(parents=True, exist_ok=True)
+    np.savez(root / "skeletons" / f"{sid}.npz", keypoints=skel, img_shape=np.array(hw), fps=np.array(preset.fps))
+    return dict(sample_id=sid, class_name=class_name, ego_video=f"videos/ego/{sid}.mp4", exo_video=f"videos/exo/{sid}.mp4",
+                start=round(float(bounds[1]), 4), end=round(float(bounds[2]), 4), skeleton=f"skeletons/{sid}.npz")
+
+
+def make_session(args) -> dict:
+    """A long ego video chaining several actions with idle gaps, and its frame labels."""
+    root, index, preset, seed = args
+    rng = np.random.default_rng([seed, 2, index])
+    body, scene = Body.sample(rng), Scene.sample(rng)
+    segments = [(IDLE, rng.uniform(0.4, 0.8))]
+    for c in rng.choice(len(CLASSES), preset.actions_per_session, replace=False):
+        segments += [(CLASSES[c], preset.seconds * rng.uniform(0.9, 1.3)), (IDLE, rng.uniform(0.4, 0.8))]
+    params, labels, _ = _timeline(segments, preset.fps, rng)
+    ego, *_ = _film(params, body, scene, preset.size, preset.fps, rng, exo=False)
+    sid = f"session_{index:03d}"
+    write_video(root / "sessions" / f"{sid}.mp4", ego, preset.fps)
+    names = CLASSES + [IDLE]
+    np.save(root / "sessions" / f"{sid}.labels.npy", np.array([names.index(x) for x in labels], np.int16))
+    return dict(session_id=sid, video=f"sessions/{sid}.mp4", labels=f"sessions/{sid}.labels.npy",
+                n_frames=len(labels), fps=preset.fps, split="train" if index % 3 else "test")
+
+
+def assign_splits(class_names: list[str], rng: np.random.Generator) -> list[str]:
+    """Per class: 60 % train, 20 % val, 20 % test (at least one val and one test clip)."""
+    splits = [""] * len(class_names)
+    for c in sorted(set(class_names)):
+        idx = [i for i, n in enumerate(class_names) if n == c]
+        rng.shuffle(idx)
+        n_val = n_test = max(1, round(len(idx) * SPLIT_FRACTIONS[1]))
+        for j, i in enumerate(idx):
+            splits[i] = "test" if j < n_test else "val" if j < n_test + n_val else "train"
+    return splits
+
+
+def generate(root: str | Path, preset: DemoPreset, *, seed: int, workers: int = 1, code_version: str = "") -> Path:
+    """Write the demo dataset under `root` (staged in `root.partial`, then moved)."""
+    root = Path(root)
+    stage = root.with_name(root.name + ".partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    class_names = [c for c in CLASSES for _ in range(preset.clips_per_class)]
+    jobs = [(stage, i, c, preset, seed) for i, c in enumerate(class_names)]
+    sjobs = [(stage, i, preset, seed) for i in range(preset.sessions)]
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        rows = list(tqdm(pool.map(make_clip, jobs, chunksize=4), total=len(jobs), desc="demo clips", leave=False))
+        sessions = list(pool.map(make_session, sjobs))
+    table = pd.DataFrame(rows)
+    table.insert(1, "split", assign_splits(class_names, np.random.default_rng([seed, 3])))
+    table.to_csv(stage / "annotations.csv", index=False)
+    pd.DataFrame(sessions, columns=["session_id", "video", "labels", "n_frames", "fps", "split"]).to_csv(
+        stage / "sessions.csv", index=False)
+    (stage / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    (stage / "demo.json").write_text(json.dumps({
+        "generator": "uniego demo-data", "seed": seed, "preset": preset.__dict__, "classes": CLASSES,
+        "idle_label": len(CLASSES), "code_version": code_version,
+        "note": "synthetic stick-figure actor; exo_dino etc. teachers in the demo config are random-init stand-ins"},
+        indent=2))
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(stage, root)
+    return root

@@ -1,0 +1,132 @@
+"""`uniego extract`: one teacher's embeddings of every manifest clip -> `features/{teacher}.zarr`.
+
+Work is cut into the store's chunks and each chunk into batches of at most `batch_size`
+samples, so a resumed run computes exactly the batches an uninterrupted one would (identical
+stores). DataLoader workers read the clip caches and preprocess; the main process runs the
+model (bf16/fp16 autocast on GPU when asked), checks every feature is finite, writes the
+chunk and marks it done.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from uniego.cache import ArraySpec, StoreWriter, chunk_samples_for, open_store, strings
+from uniego.config import ComputeSettings, TeacherSettings
+from uniego.errors import UniegoError
+from uniego.manifest import manifest_sha256, read_manifest
+from uniego.teachers import build_teacher
+
+
+class _TeacherInputs(Dataset):
+    """Batches of preprocessed teacher inputs read from the clip caches."""
+
+    def __init__(self, clip_stores: dict[str, str], teacher, batches, sample_ids):
+        self.paths, self.teacher, self.batches, self.ids = clip_stores, teacher, batches, sample_ids
+        self.groups = None
+
+    def _open(self):
+        import zarr
+        if self.groups is None:
+            self.groups = {v: zarr.open_group(p, mode="r", use_consolidated=False) for v, p in self.paths.items()}
+        return self.groups
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        chunk, start, stop = self.batches[i]
+        g = self._open()
+        raw = {}
+        for view, group in g.items():
+            if view == "skeleton":
+                raw["skeleton"], raw["skeleton_img_hw"] = group["keypoints"][start:stop], group["img_hw"][start:stop]
+            else:
+                raw[view] = group["frames"][start:stop]
+        items = []
+        for j in range(stop - start):
+            items.append(self.teacher.preprocess({k: v[j] for k, v in raw.items()}))
+        return chunk, start, stop, {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def resolve_device(compute: ComputeSettings) -> torch.device:
+    if compute.device == "cuda" or (compute.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UniegoError("compute.device is cuda but no GPU is visible", stage="extract")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast_for(device: torch.device, precision: str):
+    if device.type != "cuda" or precision == "fp32":
+        return nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def extract(manifest: str | Path, clip_stores: dict[str, str], out: str | Path, teacher_settings: TeacherSettings, *,
+            compute: ComputeSettings = ComputeSettings(), seed: int = 0, code_version: str = "",
+            chunk_samples: int | None = None, dtype: str = "float16") -> Path:
+    """Extract `teacher_settings.key`'s features for every manifest sample into `out`."""
+    from tqdm import tqdm
+
+    table, classes = read_manifest(manifest)
+    msha = manifest_sha256(manifest)
+    teacher = build_teacher(teacher_settings, seed=seed)
+    missing = [v for v in teacher.inputs if v not in clip_stores]
+    if missing:
+        raise UniegoError(f"teacher {teacher.spec.key} needs clip caches {missing}", stage="extract")
+    for view in teacher.inputs:  # refuse incomplete or stale clip caches up front
+        g = open_store(clip_stores[view], manifest_sha256=msha, stage="extract")
+        if list(strings(g["sample"][:])) != list(table.sample_id):
+            raise UniegoError(f"clip cache {clip_stores[view]} does not hold the manifest's samples", stage="extract")
+    T = open_store(clip_stores[teacher.inputs[0]], stage="extract")["frame_time"].shape[1]
+    tail = (T, teacher.feature_dim) if teacher.arch.per_frame else (teacher.feature_dim,)
+    dims = ("frame", "channel") if teacher.arch.per_frame else ("channel",)
+    arrays = {"features": ArraySpec(tail, dtype, dims)}
+    attrs = {"kind": "features", **teacher.provenance(), "frames": T, "dtype": dtype, "manifest_sha256": msha,
+             "manifest": str(manifest), "classes": classes, "seed": seed, "code_version": code_version,
+             "clip_stores": {v: str(clip_stores[v]) for v in teacher.inputs}}
+    n = len(table)
+    writer = StoreWriter(out, sample_ids=table.sample_id, splits=table.split, labels=table.label, arrays=arrays,
+                         attrs=attrs, chunk_samples=chunk_samples or chunk_samples_for(arrays, n), stage="extract")
+    bs = compute.batch_size
+    batches = [(ci, a, min(a + bs, stop)) for ci, (start, stop) in enumerate(writer.pending()) for a in range(start, stop, bs)]
+    chunks = {ci: [start, stop, {}] for ci, (start, stop) in enumerate(writer.pending())}
+    device = resolve_device(compute)
+    teacher.to(device)
+    loader = DataLoader(_TeacherInputs({v: str(clip_stores[v]) for v in teacher.inputs}, teacher, batches, table.sample_id),
+                        batch_size=None, num_workers=compute.workers, prefetch_factor=4 if compute.workers else None,
+                        pin_memory=device.type == "cuda")
+    kill_after = int(os.environ.get("UNIEGO_TEST_KILL_AFTER_CHUNKS", "0"))  # test hook: SIGKILL self
+    written = 0
+    bar = tqdm(total=sum(b - a for _, a, b in batches), desc=f"extract {teacher.spec.key}", leave=False, disable=None)
+    with torch.inference_mode():
+        for ci, a, b, inputs in loader:
+            with autocast_for(device, compute.precision):
+                feats = teacher({k: v.to(device, non_blocking=True) for k, v in inputs.items()})
+            feats = feats.float().cpu().numpy()
+            if feats.shape != (b - a, *tail):
+                raise UniegoError(f"teacher {teacher.spec.key} returned {feats.shape}, expected {(b - a, *tail)}", stage="extract")
+            bad = ~np.isfinite(feats.reshape(b - a, -1)).all(axis=1)
+            if bad.any():
+                raise UniegoError(f"teacher {teacher.spec.key} produced NaN/Inf for samples "
+                                  f"{list(table.sample_id.iloc[a:b][bad])}; check the weights and the inputs", stage="extract")
+            bar.update(b - a)
+            start, stop, parts = chunks[ci]
+            parts[a] = feats
+            if sum(len(p) for p in parts.values()) == stop - start:
+                writer.write(start, stop, features=np.concatenate([parts[k] for k in sorted(parts)]).astype(dtype))
+                del chunks[ci]
+                written += 1
+                if kill_after and written >= kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+    bar.close()
+    return writer.finalize()

@@ -1,0 +1,79 @@
+"""`uniego inspect STORE`: what is in a feature store or clip cache, for a human."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from uniego.cache import strings
+from uniego.errors import UniegoError
+
+SKIP_ATTRS = ("classes",)
+
+
+def _stored_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.name != "zarr.json")
+
+
+def describe(path: str | Path, *, max_samples_for_stats: int = 100_000) -> dict:
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise UniegoError(f"{path} does not exist", stage="inspect")
+    g = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    info = {"store": str(path), "complete": g.attrs.get("complete") is True, "attrs": dict(g.attrs), "arrays": {}}
+    n = g["sample"].shape[0] if "sample" in g else 0
+    if "split" in g:
+        splits, counts = np.unique(strings(g["split"][:]), return_counts=True)
+        info["splits"] = {str(s): int(c) for s, c in zip(splits, counts)}
+    if "done" in g:
+        info["done"] = int(np.asarray(g["done"][:]).sum())
+    info["samples"] = n
+    for name in sorted(g.array_keys()):
+        if name in ("sample", "split", "label", "done"):
+            continue
+        a = g[name]
+        raw = a.nbytes
+        stored = _stored_bytes(path / name)
+        entry = {"shape": list(a.shape), "dtype": str(a.dtype), "chunks": list(a.chunks),
+                 "dims": list(a.metadata.dimension_names or ()), "uncompressed_bytes": int(raw),
+                 "stored_bytes": int(stored), "compression_ratio": round(raw / stored, 3) if stored else None}
+        if a.dtype.kind == "f":
+            x = np.asarray(a[:max_samples_for_stats], dtype=np.float32)
+            finite = np.isfinite(x)
+            vecs = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x[:, None]
+            ok = np.isfinite(vecs).all(axis=1)
+            norms = np.linalg.norm(vecs[ok], axis=1) if ok.any() else np.array([np.nan])
+            entry["stats"] = {"nan": int(np.isnan(x).sum()), "inf": int(np.isinf(x).sum()),
+                              "norm_mean": float(norms.mean()), "norm_std": float(norms.std()),
+                              "mean": float(x[finite].mean()) if finite.any() else None,
+                              "std": float(x[finite].std()) if finite.any() else None}
+        info["arrays"][name] = entry
+    return info
+
+
+def format_report(info: dict) -> str:
+    attrs = info["attrs"]
+    lines = [f"store      {info['store']}",
+             f"complete   {info['complete']}" + ("" if info["complete"] else "   <-- unfinished: readers refuse it"),
+             f"kind       {attrs.get('kind')}   samples {info['samples']}   done {info.get('done')}",
+             "splits     " + ", ".join(f"{k} {v}" for k, v in info.get("splits", {}).items())]
+    if attrs.get("stand_in"):
+        lines.append(f"STAND-IN   {attrs.get('stand_in_reason')}")
+    for name, a in info["arrays"].items():
+        lines.append(f"array      {name} {tuple(a['shape'])} {a['dtype']} dims {tuple(a['dims'])} chunks {tuple(a['chunks'])}")
+        lines.append(f"           {a['uncompressed_bytes']:,} B raw, {a['stored_bytes']:,} B stored, "
+                     f"compression x{a['compression_ratio']}")
+        if "stats" in a:
+            s = a["stats"]
+            lines.append(f"           norm mean {s['norm_mean']:.4g} std {s['norm_std']:.4g}; "
+                         f"value mean {s['mean']:.4g} std {s['std']:.4g}; NaN {s['nan']} Inf {s['inf']}")
+    lines.append("provenance")
+    for k, v in attrs.items():
+        if k in SKIP_ATTRS:
+            v = f"{len(v)} classes" if isinstance(v, list) else v
+        lines.append(f"  {k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+    return "\n".join(lines)

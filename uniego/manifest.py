@@ -1,0 +1,99 @@
+"""`results/{ds}/manifest.parquet`: one row per clip, validated.
+
+Columns: sample_id, split, label, class_name, ego_video, exo_video, start, end (seconds, the
+labelled segment), skeleton (exo 2-D keypoints file), dataset. The class list travels in the
+parquet metadata (`uniego` key). Every check names the annotation file and row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from uniego.errors import UniegoError
+
+COLUMNS = ["sample_id", "split", "label", "class_name", "ego_video", "exo_video", "start", "end", "skeleton", "dataset"]
+SPLITS = ("train", "val", "test")
+
+
+def validate_rows(table: pd.DataFrame, classes: list[str], *, source: str, check_files: bool = True) -> None:
+    """Duplicate ids, unknown labels, bad splits, end <= start and missing files are errors."""
+    problems = []
+    where = lambda i: f"{source} row {i + 2} (sample {table.sample_id.iloc[i]!r})"  # noqa: E731  +2: header, 1-based
+    dup = table.sample_id[table.sample_id.duplicated(keep=False)]
+    for i in dup.index:
+        problems.append(f"{where(i)}: duplicate sample_id")
+    for i, row in enumerate(table.itertuples(index=False)):
+        if row.class_name not in classes:
+            problems.append(f"{where(i)}: label {row.class_name!r} is not in the class list ({', '.join(classes)})")
+        if row.split not in SPLITS:
+            problems.append(f"{where(i)}: split {row.split!r} is not one of {', '.join(SPLITS)}")
+        if not (row.end > row.start):
+            problems.append(f"{where(i)}: end ({row.end}) <= start ({row.start})")
+        if check_files:
+            for col in ("ego_video", "exo_video", "skeleton"):
+                path = getattr(row, col)
+                if not isinstance(path, str) or not os.path.isfile(path):
+                    problems.append(f"{where(i)}: {col} file {path} does not exist")
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise UniegoError("bad annotations:\n  " + "\n  ".join(shown), stage="manifest")
+
+
+def build_demo_manifest(root: str | Path, dataset: str) -> tuple[pd.DataFrame, list[str]]:
+    """Manifest rows from the demo dataset's annotations.csv (paths made relative to the cwd)."""
+    root = Path(root)
+    ann = root / "annotations.csv"
+    classes_file = root / "classes.txt"
+    for f in (ann, classes_file):
+        if not f.is_file():
+            raise UniegoError(f"{f} does not exist: generate the demo data first (`uniego demo-data` or "
+                              "`snakemake --cores all`)", stage="manifest")
+    classes = [c for c in classes_file.read_text().splitlines() if c]
+    table = pd.read_csv(ann, dtype={"sample_id": str, "split": str, "class_name": str})
+    missing = [c for c in ("sample_id", "split", "class_name", "ego_video", "exo_video", "start", "end", "skeleton")
+               if c not in table.columns]
+    if missing:
+        raise UniegoError(f"{ann}: missing column(s) {', '.join(missing)}", stage="manifest")
+    for col in ("ego_video", "exo_video", "skeleton"):
+        table[col] = [str(root / p) if isinstance(p, str) else p for p in table[col]]
+    validate_rows(table, classes, source=str(ann))
+    table["label"] = [classes.index(c) for c in table.class_name]
+    table["dataset"] = dataset
+    return table[COLUMNS].reset_index(drop=True), classes
+
+
+def write_manifest(table: pd.DataFrame, classes: list[str], path: str | Path, *, extra: dict | None = None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"classes": classes, **(extra or {})}
+    t = pa.Table.from_pandas(table, preserve_index=False)
+    t = t.replace_schema_metadata({**(t.schema.metadata or {}), b"uniego": json.dumps(meta).encode()})
+    tmp = path.with_name(path.name + ".partial")
+    pq.write_table(t, tmp)
+    os.replace(tmp, path)
+
+
+def read_manifest(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """(table, classes) of a manifest written by `write_manifest`."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise UniegoError(f"manifest {path} does not exist; build it first (`snakemake {path}`)", stage="manifest")
+    t = pq.read_table(path)
+    meta = json.loads((t.schema.metadata or {}).get(b"uniego", b"{}"))
+    if "classes" not in meta:
+        raise UniegoError(f"{path} has no uniego class list in its metadata; it was not written by uniego", stage="manifest")
+    return t.to_pandas(), meta["classes"]
+
+
+def manifest_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

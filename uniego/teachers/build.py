@@ -1,0 +1,143 @@
+"""The Teacher interface every family implements, weights resolution and `build_teacher`.
+
+A Teacher is an nn.Module with:
+  inputs                      clip caches it reads (ego, exo, skeleton)
+  preprocess(sample) -> dict  one sample's cached arrays -> model-ready tensors (runs in workers)
+  forward(batch) -> Tensor    [B, D] or [B, T, D] (per frame), the documented feature
+  provenance() -> dict        JSON-able facts written into the feature store
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uniego.config import TeacherSettings
+from uniego.errors import UniegoError
+from uniego.teachers.registry import ArchSpec, TeacherSpec, get_arch, get_teacher
+
+
+def frames_to_tensor(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> normalised float [T, 3, size, size] (bicubic, antialiased)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def state_sha256(module: nn.Module) -> str:
+    """Hash of the weights actually in the model (covers random init, hub and file weights)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_state_file(path: str | Path, *, key: str) -> dict:
+    """torch.load(weights_only=True) of a teacher checkpoint named in config."""
+    path = Path(path)
+    if not path.is_file():
+        raise UniegoError(f"teachers.{key}.weights: file {path} does not exist. Give a local checkpoint, "
+                          "`hub:<name>`, or `random` (tiny test architectures only).", stage="extract")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a pickle with code, a truncated file, not a checkpoint
+        raise UniegoError(f"teachers.{key}.weights: cannot load {path} safely (weights_only=True): {e}",
+                          stage="extract") from None
+    if not isinstance(obj, dict):
+        raise UniegoError(f"teachers.{key}.weights: {path} holds a {type(obj).__name__}, not a state dict", stage="extract")
+    return obj
+
+
+def strict_load(module: nn.Module, state: dict, source) -> None:
+    from uniego.models.timesformer import _strict_load
+    _strict_load(module, state, source)
+
+
+class Teacher(nn.Module):
+    """Base class: holds the spec, architecture, settings and the weights identity."""
+
+    def __init__(self, spec: TeacherSpec, arch: ArchSpec, settings: TeacherSettings):
+        super().__init__()
+        self.spec, self.arch, self.settings = spec, arch, settings
+        self.inputs = spec.inputs
+        self.pooling = settings.pooling or arch.pooling
+        if self.pooling not in arch.poolings:
+            raise UniegoError(f"teachers.{spec.key}.pooling: {self.pooling!r} is not available for {arch.name} "
+                              f"(choose from {', '.join(arch.poolings)})", stage="config")
+        self.input_size = settings.input_size or arch.input_size
+        self.weights_file_sha256: str | None = None
+
+    @property
+    def feature_dim(self) -> int:
+        return self.arch.feature_dim
+
+    def resolve_weights(self) -> tuple[str, object]:
+        """('random', None) | ('hub', name) | ('file', state dict object)."""
+        w = self.settings.weights
+        if w == "random":
+            return "random", None
+        if w.startswith("hub:"):
+            return "hub", w[len("hub:"):]
+        self.weights_file_sha256 = file_sha256(w) if Path(w).is_file() else None
+        return "file", load_state_file(w, key=self.spec.key)
+
+    def provenance(self) -> dict:
+        return {
+            "teacher": self.spec.key, "paper_model": self.spec.paper_model, "stand_in": self.spec.stand_in
+            or self.settings.weights == "random", "stand_in_reason": self._stand_in_reason(),
+            "view": self.spec.view, "modality": self.spec.modality, "inputs": list(self.spec.inputs),
+            "family": self.arch.family, "architecture": self.arch.name, "architecture_description": self.arch.description,
+            "weights": self.settings.weights, "weights_sha256": self.weights_file_sha256,
+            "state_sha256": state_sha256(self), "pooling": self.pooling, "input_size": self.input_size,
+            "mean": list(self.arch.mean), "std": list(self.arch.std), "feature_dim": self.feature_dim,
+            "per_frame": self.arch.per_frame,
+        }
+
+    def _stand_in_reason(self) -> str | None:
+        reasons = []
+        if self.spec.stand_in:
+            reasons.append(self.arch.description)
+        if self.settings.weights == "random":
+            reasons.append(f"random-initialised {self.arch.name}, not trained {self.spec.paper_model} weights")
+        return "; ".join(reasons) or None
+
+
+def _families():
+    from uniego.teachers import clip_frames, skeleton, video, vit_frames
+    return {"dinov2": vit_frames.FrameViTTeacher, "depth_anything": vit_frames.FrameViTTeacher,
+            "siglip": clip_frames.SigLIPTeacher, "skego": clip_frames.SkEgoStandIn,
+            "timesformer": video.TimeSformerTeacher, "stgcn": skeleton.STGCNTeacher}
+
+
+def build_teacher(settings: TeacherSettings, *, seed: int = 0) -> Teacher:
+    """Build teacher `settings.key` on its configured architecture and weights, in eval mode.
+
+    Random initialisation is seeded by (seed, teacher key), so it is reproducible. A full-size
+    architecture with `weights: random` is allowed but its features are labelled a stand-in.
+    """
+    spec = get_teacher(settings.key)
+    arch = get_arch(settings.arch)
+    if arch.family != spec.family:
+        raise UniegoError(f"teachers.{spec.key}.arch: {arch.name} is a {arch.family} architecture, "
+                          f"{spec.key} needs a {spec.family} one", stage="config")
+    torch.manual_seed((seed * 1_000_003 + zlib.crc32(spec.key.encode())) % 2**63)
+    teacher = _families()[arch.family](spec, arch, settings)
+    return teacher.eval().requires_grad_(False)

@@ -1,0 +1,105 @@
+"""open_clip image-encoder teachers, frame-wise: SigLIP (ego_siglip, exo_siglip; MAP-pooled
+`encode_image`, mean/std 0.5, squash resize) and the Sk-Ego STAND-IN (exo_skego).
+
+Sk-Ego (Reilly et al. 2025) has no released code or weights. Our stand-in, labelled as such in
+the store's attributes and the report: crop each exo clip to the box around its confident
+skeleton joints (the "skeleton-guided" part), then an open_clip ViT-B/16 image encoder per
+frame (512-d). Configure precomputed features instead if you have the real ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from uniego.errors import UniegoError
+from uniego.teachers.build import Teacher, frames_to_tensor
+
+_TINY_TEXT = dict(context_length=8, vocab_size=100, width=32, heads=2, layers=1)
+
+
+def _register_tiny_siglip_trunk(img_size: int) -> str:
+    import timm
+    from timm.models import register_model
+    from timm.models._registry import _model_entrypoints
+
+    name = f"uniego_siglip_test_{img_size}"
+    if name not in _model_entrypoints:
+        def build(pretrained=False, **kwargs):
+            for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+                kwargs.pop(k, None)
+            return timm.create_model("vit_so400m_patch14_siglip_224", pretrained=False, **{
+                "img_size": img_size, "embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_ratio": 4.0, **kwargs})
+        build.__name__ = name
+        register_model(build)
+    return name
+
+
+def create_open_clip(arch, settings, input_size: int):
+    """The open_clip model for `arch` with the configured weights (file, `hub:<tag>` or random)."""
+    import open_clip
+
+    w = settings.weights
+    pretrained = None if w == "random" else (w[len("hub:"):] if w.startswith("hub:") else w)
+    if arch.kwargs.get("tiny"):
+        if pretrained is not None and not str(pretrained).endswith((".pt", ".pth", ".bin", ".safetensors")):
+            raise UniegoError(f"teachers.{settings.key}.weights: tiny test architectures take `random` or a local file")
+        if arch.family == "siglip":
+            return open_clip.create_model(
+                arch.kwargs["model_name"], pretrained=pretrained, embed_dim=64, init_logit_bias=-10,
+                vision_cfg=dict(image_size=input_size, timm_model_name=_register_tiny_siglip_trunk(input_size),
+                                timm_model_pretrained=False, timm_pool="map", timm_proj="none"),
+                text_cfg=dict(_TINY_TEXT, width=64, no_causal_mask=True, proj_bias=True, pool_type="last"))
+        return open_clip.create_model(arch.kwargs["model_name"], pretrained=pretrained, force_quick_gelu=True, embed_dim=32,
+                                      vision_cfg=dict(image_size=input_size, patch_size=16, width=64, layers=2, head_width=32),
+                                      text_cfg=_TINY_TEXT)
+    if arch.family == "skego":
+        return open_clip.create_model(arch.kwargs["model_name"], pretrained=pretrained, force_quick_gelu=True,
+                                      force_image_size=input_size)
+    return open_clip.create_model(arch.kwargs["model_name"], pretrained=pretrained, force_image_size=input_size)
+
+
+class SigLIPTeacher(Teacher):
+    def __init__(self, spec, arch, settings):
+        super().__init__(spec, arch, settings)
+        if settings.weights not in ("random",) and not settings.weights.startswith("hub:"):
+            from uniego.teachers.build import file_sha256
+            from pathlib import Path
+            if not Path(settings.weights).is_file():
+                self.resolve_weights()  # raises the standard missing-file error
+            self.weights_file_sha256 = file_sha256(settings.weights)
+        self.visual = create_open_clip(arch, settings, self.input_size).visual  # text tower dropped
+
+    def preprocess(self, sample: dict) -> dict:
+        return {"frames": frames_to_tensor(sample[self.spec.view], self.input_size, self.arch.mean, self.arch.std)}
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        x = batch["frames"]
+        B, T = x.shape[:2]
+        return self.visual(x.flatten(0, 1)).reshape(B, T, -1)
+
+
+def skeleton_box(skeleton: np.ndarray, img_hw, crop_size: int, *, min_score: float = 0.3,
+                 margin: float = 0.15) -> tuple[int, int, int, int]:
+    """Square box (top, left, bottom, right) in the cached exo frame (img_hw short side resized
+    to crop_size, centre-cropped) around the clip's confident joints, with a margin."""
+    h, w = img_hw
+    pts = skeleton[..., :2][skeleton[..., 2] >= min_score]
+    if len(pts) == 0:
+        raise UniegoError("no skeleton joint reaches the confidence threshold; cannot place the Sk-Ego crop")
+    scale = crop_size / min(h, w)
+    off = np.array([(w * scale - crop_size) / 2, (h * scale - crop_size) / 2])
+    pts = pts * scale - off
+    lo, hi = pts.min(0), pts.max(0)
+    centre, half = (lo + hi) / 2, (hi - lo).max() / 2 * (1 + margin) + 2
+    t, l = int(np.floor(centre[1] - half)), int(np.floor(centre[0] - half))
+    b, r = int(np.ceil(centre[1] + half)), int(np.ceil(centre[0] + half))
+    t, l = max(t, 0), max(l, 0)
+    return t, l, min(max(b, t + 2), crop_size), min(max(r, l + 2), crop_size)
+
+
+class SkEgoStandIn(SigLIPTeacher):
+    def preprocess(self, sample: dict) -> dict:
+        frames = sample["exo"]
+        t, l, b, r = skeleton_box(sample["skeleton"], sample["skeleton_img_hw"], frames.shape[1])
+        return {"frames": frames_to_tensor(frames[:, t:b, l:r], self.input_size, self.arch.mean, self.arch.std)}

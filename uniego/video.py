@@ -1,0 +1,109 @@
+"""Decoding with decord: which frames a clip samples, and resize + centre crop.
+
+Sampling over the labelled segment [start, end):
+  uniform  T frames at the centres of T equal parts of the segment (default);
+  stride   TimeSformer-style: T frames `stride` apart, the window centred in the segment
+           (clamped to the segment and the video).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from uniego.errors import UniegoError
+
+
+def frame_indices(start: float, end: float, fps: float, n_frames: int, num: int, *, sampling: str = "uniform",
+                  stride: int = 1) -> np.ndarray:
+    """Indices of the `num` frames a clip [start, end) samples from a video of n_frames at fps."""
+    first = max(0, int(math.floor(start * fps)))
+    last = min(n_frames - 1, max(first, int(math.ceil(end * fps)) - 1))
+    if sampling == "uniform":
+        t = start + (np.arange(num) + 0.5) * (end - start) / num
+        idx = np.floor(t * fps).astype(np.int64)
+    elif sampling == "stride":
+        centre = (start + end) / 2 * fps
+        idx = np.floor(centre + (np.arange(num) - num / 2) * stride).astype(np.int64)
+    else:
+        raise UniegoError(f"clips.sampling: unknown sampling {sampling!r} (uniform | stride)")
+    return np.clip(idx, first, last)
+
+
+def check_segment(path: str, sample_id: str, start: float, end: float, fps: float, n_frames: int, *, stage: str) -> None:
+    duration = n_frames / fps if fps > 0 else 0.0
+    if n_frames <= 0:
+        raise UniegoError(f"video {path} (sample {sample_id}) has no frames", stage=stage)
+    if end > duration + 1.0 / fps + 1e-6:
+        raise UniegoError(f"sample {sample_id}: segment [{start}, {end}) s ends after the video {path} "
+                          f"({n_frames} frames at {fps:g} fps = {duration:.3f} s); fix the annotation", stage=stage)
+
+
+def read_frames(path: str, sample_id: str, start: float, end: float, num: int, *, sampling: str = "uniform",
+                stride: int = 1, stage: str = "clips") -> tuple[np.ndarray, np.ndarray]:
+    """Decode the clip's frames: (uint8 [num, H, W, 3], times in seconds [num]).
+
+    Any unreadable, corrupt or truncated video raises a UniegoError naming the file and sample.
+    """
+    try:
+        import decord
+    except ImportError:
+        raise UniegoError("decord is not installed: `pip install decord`", stage=stage) from None
+    try:
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+        n, fps = len(vr), float(vr.get_avg_fps())
+    except Exception as e:
+        raise UniegoError(f"cannot open video {path} (sample {sample_id}): {type(e).__name__}: {str(e)[:200]}", stage=stage) from None
+    check_segment(path, sample_id, start, end, fps, n, stage=stage)
+    idx = frame_indices(start, end, fps, n, num, sampling=sampling, stride=stride)
+    try:
+        frames = vr.get_batch(list(idx)).asnumpy()
+    except Exception as e:
+        raise UniegoError(f"cannot decode frames {idx.tolist()} of video {path} (sample {sample_id}): "
+                          f"{type(e).__name__}: {str(e)[:200]}; the file is corrupt or truncated", stage=stage) from None
+    if frames.shape[0] != num or frames.ndim != 4:
+        raise UniegoError(f"video {path} (sample {sample_id}) decoded to shape {frames.shape}", stage=stage)
+    if frames.shape[-1] == 1:  # monochrome cameras
+        frames = np.repeat(frames, 3, axis=-1)
+    return frames, (idx / fps).astype(np.float32)
+
+
+def resize_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [T, H, W, 3] -> short side resized to `size` (bilinear, antialiased), centre crop size x size."""
+    T, H, W, _ = frames.shape
+    scale = size / min(H, W)
+    h, w = max(size, round(H * scale)), max(size, round(W * scale))
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    if (h, w) != (H, W):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (h - size) // 2, (w - size) // 2
+    x = x[:, :, top:top + size, left:left + size]
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def read_skeleton(path: str, sample_id: str, start: float, end: float, num: int, *, num_joints: int = 17,
+                  stage: str = "clips") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Skeleton file (.npz: keypoints [N, V, 3], img_shape (h, w), fps) -> (keypoints [num, V, 3]
+    float32 at frames uniformly sampled over [start, end), img_shape [2], times [num])."""
+    import os
+
+    if not os.path.isfile(path):
+        raise UniegoError(f"skeleton file {path} (sample {sample_id}) does not exist; the exo_skl and exo_skego "
+                          "teachers need one per clip", stage=stage)
+    try:
+        with np.load(path) as z:
+            kp, img_shape, fps = z["keypoints"], z["img_shape"], float(z["fps"])
+    except Exception as e:
+        raise UniegoError(f"cannot read skeleton file {path} (sample {sample_id}): {type(e).__name__}: {e}. "
+                          "Expected an .npz with keypoints [T, V, 3], img_shape (h, w) and fps", stage=stage) from None
+    if kp.ndim != 3 or kp.shape[1] != num_joints or kp.shape[2] != 3:
+        raise UniegoError(f"skeleton file {path} (sample {sample_id}): keypoints have shape {kp.shape}, "
+                          f"expected [T, {num_joints}, 3] (x, y, score)", stage=stage)
+    if not np.isfinite(kp).all():
+        raise UniegoError(f"skeleton file {path} (sample {sample_id}) contains NaN or Inf", stage=stage)
+    check_segment(path, sample_id, start, end, fps, kp.shape[0], stage=stage)
+    idx = frame_indices(start, end, fps, kp.shape[0], num)
+    return kp[idx].astype(np.float32), np.asarray(img_shape, np.int32), (idx / fps).astype(np.float32)

@@ -1,0 +1,51 @@
+# Data: the demo dataset, the manifest, the decoded-clip caches.
+
+for _ds, _d in config["datasets"].items():
+    if _d["adapter"] == "demo":
+
+        rule:
+            name:
+                f"demo_data_{_ds}"
+            output:
+                directory(_d["root"]),
+            params:
+                settings=canonical_json(stage_settings(config, _ds, "demo_data")),
+                code=CODE["demo_data"],
+            threads: 2
+            log:
+                f"logs/{_ds}/demo_data.log",
+            shell:
+                "uniego demo-data --settings {params.settings:q} --out {output:q} --workers {threads} "
+                "--code-version {params.code:q} > {log:q} 2>&1"
+
+
+rule manifest:
+    input:
+        dataset_root,
+    output:
+        "results/{ds}/manifest.parquet",
+    params:
+        settings=settings("manifest"),
+        code=CODE["manifest"],
+    log:
+        "logs/{ds}/manifest.log",
+    shell:
+        "uniego manifest --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1"
+
+
+rule clips:
+    input:
+        "results/{ds}/manifest.parquet",
+    output:
+        directory("results/{ds}/clips/{view}.zarr"),
+    params:
+        settings=settings("clips", view="view"),
+        code=CODE["clips"],
+    threads: 2
+    log:
+        "logs/{ds}/clips/{view}.log",
+    benchmark:
+        "benchmarks/rules/{ds}/clips/{view}.tsv"
+    shell:
+        "uniego clips --settings {params.settings:q} --manifest {input:q} --view {wildcards.view} "
+        "--out {output:q} --workers {threads} --code-version {params.code:q} > {log:q} 2>&1"
