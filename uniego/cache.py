@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -43,6 +44,8 @@ class ArraySpec:
 
 def _zarr():
     import zarr
+    # Snakemake drops a `.snakemake_timestamp` file into directory outputs; it is not ours.
+    warnings.filterwarnings("ignore", message="Object at .snakemake_timestamp is not recognized")
     return zarr
 
 
@@ -84,7 +87,10 @@ class StoreWriter:
         if self.staging.exists() and self._resumable():
             self.group = zarr.open_group(str(self.staging), mode="r+")
             self.resumed = int(np.asarray(self.group["done"][:]).sum())
+            print(f"[{stage}] resuming {self.staging}: {self.resumed} of {self.n} samples already done", file=sys.stderr)
             return
+        if self.staging.exists():
+            print(f"[{stage}] discarding {self.staging}: it was started with other settings", file=sys.stderr)
         shutil.rmtree(self.staging, ignore_errors=True)
         self.resumed = 0
         g = zarr.open_group(str(self.staging), mode="w")

@@ -57,11 +57,9 @@ def cmd_manifest(args):
 
 def cmd_clips(args):
     from uniego.clips import build_clip_cache
-    from uniego.config import ClipSettings, dataclasses as dc
+    from uniego.config import ClipSettings, from_dict
 
-    s = _settings(args, "clips", view=args.view)
-    defaults = {f.name: None for f in dc.fields(ClipSettings)}
-    settings = ClipSettings(**{**defaults, **s})
+    settings = from_dict(ClipSettings, _settings(args, "clips", view=args.view), where="clips")
     build_clip_cache(args.manifest, args.view, args.out, settings, workers=args.workers, code_version=args.code_version)
 
 

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from uniego.cache import ArraySpec, StoreWriter
 from uniego.config import ClipSettings
+from uniego.errors import UniegoError
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.video import read_frames, read_skeleton, resize_crop
 
@@ -27,7 +28,14 @@ def _as_is(item):
     return item
 
 
+VIEW_KEYS = {"ego": ("num_frames", "size", "sampling", "stride"), "exo": ("num_frames", "size", "sampling", "stride"),
+             "skeleton": ("skeleton_frames",)}
+
+
 def clip_arrays(view: str, settings: ClipSettings) -> dict[str, ArraySpec]:
+    missing = [k for k in VIEW_KEYS[view] if getattr(settings, k) is None]
+    if missing:
+        raise UniegoError(f"clips settings for view {view} lack {', '.join(missing)}", stage="clips")
     if view == "skeleton":
         T = settings.skeleton_frames
         return {"keypoints": ArraySpec((T, 17, 3), "float32", ("frame", "joint", "coord")),
@@ -71,7 +79,7 @@ def build_clip_cache(manifest: str | Path, view: str, out: str | Path, settings:
         raise ValueError(f"view must be one of {VIEWS}")
     table, classes = read_manifest(manifest)
     arrays = clip_arrays(view, settings)
-    attrs = {"kind": "clips", "view": view, "settings": settings.__dict__, "manifest_sha256": manifest_sha256(manifest),
+    attrs = {"kind": "clips", "view": view, "settings": settings.used(), "manifest_sha256": manifest_sha256(manifest),
              "manifest": str(manifest), "classes": classes, "code_version": code_version,
              "decoder": "decord" if view != "skeleton" else "numpy",
              "resize": "short side -> size (bilinear, antialias), centre crop" if view != "skeleton" else None}

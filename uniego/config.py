@@ -100,11 +100,16 @@ def dataset_config(config: dict, ds: str) -> dict:
 # ---------------------------------------------------------------- per-stage frozen settings
 @dataclasses.dataclass(frozen=True)
 class ClipSettings:
-    num_frames: int
-    size: int
-    sampling: str
-    stride: int
-    skeleton_frames: int
+    """The `clips` section. A view's rule passes only the keys that view uses (RGB views:
+    num_frames, size, sampling, stride; skeleton: skeleton_frames); the rest stay None."""
+    num_frames: int | None = None
+    size: int | None = None
+    sampling: str | None = None
+    stride: int | None = None
+    skeleton_frames: int | None = None
+
+    def used(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,8 +184,8 @@ def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None
     if stage == "manifest":
         return {"adapter": d["adapter"], "root": d["root"], "dataset": ds}
     if stage == "clips":
-        keys = ("skeleton_frames",) if view == "skeleton" else ("num_frames", "size", "sampling", "stride")
-        return {k: c["clips"][k] for k in keys}
+        from uniego.clips import VIEW_KEYS
+        return {k: c["clips"][k] for k in VIEW_KEYS[view]}
     if stage == "extract":
         return {"teacher": {"key": teacher, **c["teachers"][teacher]}, "seed": c["seed"]}
     raise ValueError(f"unknown stage {stage!r}")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from uniego.cache import ArraySpec, StoreWriter, chunk_samples_for, open_store, strings
+from uniego.cache import ArraySpec, StoreWriter, _zarr, chunk_samples_for, open_store, strings
 from uniego.config import ComputeSettings, TeacherSettings
 from uniego.errors import UniegoError
 from uniego.manifest import manifest_sha256, read_manifest
@@ -33,7 +33,7 @@ class _TeacherInputs(Dataset):
         self.groups = None
 
     def _open(self):
-        import zarr
+        zarr = _zarr()
         if self.groups is None:
             self.groups = {v: zarr.open_group(p, mode="r", use_consolidated=False) for v, p in self.paths.items()}
         return self.groups
@@ -98,8 +98,9 @@ def extract(manifest: str | Path, clip_stores: dict[str, str], out: str | Path, 
     writer = StoreWriter(out, sample_ids=table.sample_id, splits=table.split, labels=table.label, arrays=arrays,
                          attrs=attrs, chunk_samples=chunk_samples or chunk_samples_for(arrays, n), stage="extract")
     bs = compute.batch_size
-    batches = [(ci, a, min(a + bs, stop)) for ci, (start, stop) in enumerate(writer.pending()) for a in range(start, stop, bs)]
-    chunks = {ci: [start, stop, {}] for ci, (start, stop) in enumerate(writer.pending())}
+    pending = writer.pending()
+    batches = [(ci, a, min(a + bs, stop)) for ci, (start, stop) in enumerate(pending) for a in range(start, stop, bs)]
+    chunks = {ci: [start, stop, {}] for ci, (start, stop) in enumerate(pending)}
     device = resolve_device(compute)
     teacher.to(device)
     loader = DataLoader(_TeacherInputs({v: str(clip_stores[v]) for v in teacher.inputs}, teacher, batches, table.sample_id),

@@ -92,7 +92,8 @@ def pose_params(exercise: str, theta: float, amp: float) -> dict:
     elif exercise != IDLE:
         raise ValueError(f"unknown exercise {exercise!r}")
     if exercise.endswith("_kickback"):
-        p.update(la=-0.12, lc=kick(2 * theta), ra=-0.12, rc=kick(2 * theta + np.pi))
+        # the standing leg keeps the rest pose, so the head (and the ego camera) does not move
+        p.update(lc=REST["lc"] + kick(2 * theta), rc=REST["rc"] + kick(2 * theta + np.pi))
     return p
 
 

@@ -53,9 +53,6 @@ def state_sha256(module: nn.Module) -> str:
 def load_state_file(path: str | Path, *, key: str) -> dict:
     """torch.load(weights_only=True) of a teacher checkpoint named in config."""
     path = Path(path)
-    if not path.is_file():
-        raise UniegoError(f"teachers.{key}.weights: file {path} does not exist. Give a local checkpoint, "
-                          "`hub:<name>`, or `random` (tiny test architectures only).", stage="extract")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a pickle with code, a truncated file, not a checkpoint
@@ -89,15 +86,26 @@ class Teacher(nn.Module):
     def feature_dim(self) -> int:
         return self.arch.feature_dim
 
-    def resolve_weights(self) -> tuple[str, object]:
-        """('random', None) | ('hub', name) | ('file', state dict object)."""
+    def weights_kind(self) -> str:
+        """'random' | 'hub' | 'file' (a file must exist; its sha256 is recorded)."""
         w = self.settings.weights
         if w == "random":
-            return "random", None
+            return "random"
         if w.startswith("hub:"):
-            return "hub", w[len("hub:"):]
-        self.weights_file_sha256 = file_sha256(w) if Path(w).is_file() else None
-        return "file", load_state_file(w, key=self.spec.key)
+            return "hub"
+        if not Path(w).is_file():
+            raise UniegoError(f"teachers.{self.spec.key}.weights: file {w} does not exist. Give a local checkpoint, "
+                              "`hub:<name>`, or `random`.", stage="extract")
+        self.weights_file_sha256 = file_sha256(w)
+        return "file"
+
+    def resolve_weights(self) -> tuple[str, object]:
+        """('random', None) | ('hub', name) | ('file', the loaded checkpoint object)."""
+        kind = self.weights_kind()
+        w = self.settings.weights
+        if kind == "file":
+            return kind, load_state_file(w, key=self.spec.key)
+        return kind, (w[len("hub:"):] if kind == "hub" else None)
 
     def provenance(self) -> dict:
         return {

@@ -62,12 +62,7 @@ def create_open_clip(arch, settings, input_size: int):
 class SigLIPTeacher(Teacher):
     def __init__(self, spec, arch, settings):
         super().__init__(spec, arch, settings)
-        if settings.weights not in ("random",) and not settings.weights.startswith("hub:"):
-            from uniego.teachers.build import file_sha256
-            from pathlib import Path
-            if not Path(settings.weights).is_file():
-                self.resolve_weights()  # raises the standard missing-file error
-            self.weights_file_sha256 = file_sha256(settings.weights)
+        self.weights_kind()  # open_clip loads the file itself (strict, weights_only)
         self.visual = create_open_clip(arch, settings, self.input_size).visual  # text tower dropped
 
     def preprocess(self, sample: dict) -> dict:

@@ -15,7 +15,7 @@ from uniego.teachers.build import Teacher, frames_to_tensor
 class TimeSformerTeacher(Teacher):
     def __init__(self, spec, arch, settings):
         super().__init__(spec, arch, settings)
-        builder = getattr(tsf, arch.kwargs["builder"]) if arch.kwargs["builder"] in ("timesformer_base", "timesformer_test") else None
+        builder = {"timesformer_base": tsf.timesformer_base, "timesformer_test": tsf.timesformer_test}[arch.kwargs["builder"]]
         self.model = builder(img_size=self.input_size, num_classes=0)
         kind, payload = self.resolve_weights()
         if kind == "file":

@@ -1,0 +1,45 @@
+import pytest
+
+from uniego.config import code_version, dataset_config, stage_settings, validate_config
+from uniego.errors import UniegoError
+
+
+def test_repository_config_is_valid(config):
+    assert config["dataset"] == "demo"
+    assert set(config["teachers"]) == {"ego_dino", "exo_dino", "ego_siglip", "exo_siglip", "ego_depth",
+                                       "exo_depth", "exo_rgb", "exo_skl", "exo_skego"}
+
+
+@pytest.mark.parametrize("mutate, path", [
+    (lambda c: c["teachers"]["exo_dino"].update(weigths="random"), "teachers.exo_dino.weigths"),
+    (lambda c: c["clips"].update(num_frames="eight"), "clips.num_frames"),
+    (lambda c: c.update(fidelity="faithful"), "fidelity"),
+    (lambda c: c.update(learning_rate=0.1), "learning_rate"),
+    (lambda c: c["datasets"]["demo"].update(adaptor="demo"), "datasets.demo.adaptor"),
+    (lambda c: c["compute"].update(batch_size=0), "compute.batch_size"),
+    (lambda c: c["teachers"]["exo_dino"].update(arch="dinov3_huge"), "teachers.exo_dino.arch"),
+    (lambda c: c["teachers"]["exo_rgb"].update(arch="dinov2_test"), "teachers.exo_rgb.arch"),
+    (lambda c: c["teachers"].update(exo_flow={"arch": "x", "weights": "random"}), "teachers.exo_flow"),
+])
+def test_schema_rejects_bad_config_naming_the_key(config, mutate, path):
+    mutate(config)
+    with pytest.raises(UniegoError) as e:
+        validate_config(config)
+    assert path in str(e.value)
+
+
+def test_per_dataset_overrides_and_stage_settings(config):
+    config["datasets"]["demo"]["overrides"] = {"teachers": {"exo_dino": {"input_size": 28}}}
+    validate_config(config)
+    assert dataset_config(config, "demo")["teachers"]["exo_dino"] == {"arch": "dinov2_test", "weights": "random", "input_size": 28}
+    s = stage_settings(config, "demo", "extract", teacher="exo_dino")
+    assert s == {"teacher": {"key": "exo_dino", "arch": "dinov2_test", "weights": "random", "input_size": 28}, "seed": 0}
+    # the skeleton cache does not depend on the RGB clip settings, and vice versa
+    assert stage_settings(config, "demo", "clips", view="skeleton") == {"skeleton_frames": 32}
+    assert "skeleton_frames" not in stage_settings(config, "demo", "clips", view="ego")
+
+
+def test_code_version_is_stable_and_module_specific():
+    assert code_version("uniego.demo") == code_version("uniego.demo")
+    assert code_version("uniego.demo") != code_version("uniego.manifest")
+    assert len(code_version("uniego.teachers", "uniego.models")) == 12

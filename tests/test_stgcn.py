@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from uniego.errors import UniegoError
+from uniego.models.stgcn import LAYOUTS, STGCN, pyskl_state_dict, spatial_partition, stgcn_coco, stgcn_test
+
+
+@pytest.mark.parametrize("layout, V", [("coco", 17), ("openpose", 18), ("nturgb+d", 25)])
+def test_partition_is_the_column_normalised_adjacency_split_in_three(layout, V):
+    A = spatial_partition(layout)
+    assert A.shape == (3, V, V)
+    np.testing.assert_allclose(A[0], np.diag(np.diag(A[0])))  # hop 0: self loops only
+    # the three subsets partition the column-normalised adjacency (with self loops)
+    np.testing.assert_allclose(A.sum(0).sum(0), np.ones(V))
+    edges = {frozenset(e) for e in LAYOUTS[layout]["inward"]}
+    nz = {frozenset((i, j)) for k in (1, 2) for i, j in zip(*np.nonzero(A[k]))}
+    assert nz == edges
+
+
+def test_coco_partition_hand_checked():
+    A = spatial_partition("coco")
+    # joint 0 (nose, the centre) has neighbours 1, 2, 5, 6 and itself: each column entry 1/5
+    assert A[0, 0, 0] == pytest.approx(0.2)
+    # left wrist (9) sends to left elbow (7): hop_dis(9, centre)=inf >= hop_dis(7, centre)=inf -> "close"
+    assert A[1, 9, 7] == pytest.approx(1 / 3) and A[2, 9, 7] == 0
+    # the nose (0, distance 0) sends to the left eye (1, distance 1): closer to the centre -> "further" subset
+    assert A[2, 0, 1] == pytest.approx(1 / 3) and A[1, 0, 1] == 0
+
+
+def test_pyskl_architecture_facts():
+    m = stgcn_coco()
+    assert sum(p.numel() for p in m.parameters()) == pytest.approx(3.07e6, rel=0.01)
+    chans = [(b.gcn.conv.in_channels, b.tcn.conv.out_channels, b.tcn.conv.stride[0]) for b in m.gcn]
+    assert chans == [(3, 64, 1), (64, 64, 1), (64, 64, 1), (64, 64, 1), (64, 128, 2), (128, 128, 1),
+                     (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 256, 1)]
+    keys = m.state_dict().keys()
+    assert {"data_bn.running_mean", "gcn.0.gcn.PA", "gcn.0.gcn.A", "gcn.4.residual.conv.weight",
+            "gcn.7.residual.bn.weight", "gcn.9.tcn.conv.weight"} <= set(keys)
+    assert "gcn.0.residual.conv.weight" not in keys and "gcn.1.residual.conv.weight" not in keys
+    with torch.no_grad():
+        assert m.eval()(torch.randn(2, 2, 100, 17, 3)).shape == (2, 256)
+        assert stgcn_test().eval().forward_backbone(torch.randn(2, 2, 16, 17, 3)).shape == (2, 2, 16, 8, 17)
+
+
+def test_pyskl_checkpoint_loads_strictly():
+    src = stgcn_test(num_classes=9).eval()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.copy_(torch.randn_like(p))
+    ckpt = {"meta": {}, "state_dict": {("backbone." + k if not k.startswith("cls_head") else k): v
+                                       for k, v in src.state_dict().items()}}
+    dst = stgcn_test(num_classes=9)
+    dst.load_state_dict(pyskl_state_dict(ckpt), strict=True)
+    x = torch.randn(3, 1, 16, 17, 3)
+    torch.testing.assert_close(dst.eval()(x), src(x))
+
+
+def test_wrong_joint_count_is_an_error():
+    with pytest.raises(UniegoError, match="17 joints"):
+        stgcn_test()(torch.randn(1, 1, 16, 18, 3))

@@ -1,0 +1,195 @@
+"""Every teacher builds on its real architecture and yields its documented feature size;
+checkpoints in each family's foreign format load strictly."""
+
+import numpy as np
+import open_clip
+import pytest
+import timm
+import torch
+
+from uniego.config import TeacherSettings
+from uniego.errors import UniegoError
+from uniego.models.timesformer import timesformer_base
+from uniego.models.stgcn import stgcn_coco
+from uniego.teachers import ARCHS, TEACHERS, build_teacher, get_arch, get_teacher
+from uniego.teachers.registry import ArchSpec, register_arch
+
+TEST_ARCH = {"dinov2": "dinov2_test", "depth_anything": "depth_anything_test", "siglip": "siglip_test",
+             "timesformer": "timesformer_test", "stgcn": "stgcn_test", "skego": "skego_standin_test"}
+
+
+def sample(T=4, S=48, seed=0):
+    rng = np.random.default_rng(seed)
+    sk = np.concatenate([rng.uniform([20, 10], [60, 60], (16, 17, 2)), rng.uniform(0.5, 1, (16, 17, 1))], -1)
+    return {"ego": rng.integers(0, 255, (T, S, S, 3), dtype=np.uint8), "exo": rng.integers(0, 255, (T, S, S, 3), dtype=np.uint8),
+            "skeleton": sk.astype(np.float32), "skeleton_img_hw": np.array([64, 84])}
+
+
+def run(teacher, s):
+    batch = {k: v[None] for k, v in teacher.preprocess(s).items()}
+    with torch.no_grad():
+        return teacher(batch)
+
+
+def test_registry_has_the_nine_table1_teachers():
+    assert sorted(TEACHERS) == sorted(["ego_dino", "exo_dino", "ego_siglip", "exo_siglip", "ego_depth", "exo_depth",
+                                       "exo_rgb", "exo_skl", "exo_skego"])
+    assert TEACHERS["exo_skego"].stand_in and not TEACHERS["exo_dino"].stand_in
+    with pytest.raises(ValueError, match="twice"):
+        register_arch(ArchSpec("dinov2_test", "dinov2", {}, 1, 1, (0,) * 3, (1,) * 3, True, "cls", ("cls",)))
+    with pytest.raises(UniegoError, match="known teachers: ego_dino"):
+        get_teacher("exo_flow")
+    with pytest.raises(UniegoError, match="dinov2_vitl14"):
+        get_arch("dinov3")
+
+
+@pytest.mark.parametrize("key", sorted(TEACHERS))
+def test_every_teacher_builds_and_yields_its_feature_dim(key):
+    spec = get_teacher(key)
+    arch = ARCHS[TEST_ARCH[spec.family]]
+    t = build_teacher(TeacherSettings(key, arch.name, "random"))
+    out = run(t, sample())
+    expected = (1, 4, arch.feature_dim) if arch.per_frame else (1, arch.feature_dim)
+    assert tuple(out.shape) == expected and torch.isfinite(out).all()
+    prov = t.provenance()
+    assert prov["stand_in"] is True and "random" in prov["stand_in_reason"]  # random weights are labelled
+    assert prov["feature_dim"] == arch.feature_dim and len(prov["state_sha256"]) == 64
+    # deterministic: same seed, same weights and features; another seed, other weights
+    again = build_teacher(TeacherSettings(key, arch.name, "random"))
+    torch.testing.assert_close(run(again, sample()), out)
+    assert build_teacher(TeacherSettings(key, arch.name, "random"), seed=1).provenance()["state_sha256"] != prov["state_sha256"]
+
+
+def test_full_size_architectures_have_the_documented_dims():
+    """The paper-size networks, built on the meta device (no memory, no weights)."""
+    dims = {}
+    for name, arch in ARCHS.items():
+        if arch.test:
+            continue
+        if arch.family in ("dinov2", "depth_anything"):
+            with torch.device("meta"):
+                m = timm.create_model(arch.kwargs["timm_name"], pretrained=False, num_classes=0, img_size=arch.input_size)
+                dims[name] = m.forward_features(torch.empty(1, 3, arch.input_size, arch.input_size))[:, 0].shape[-1]
+        elif arch.family in ("siglip", "skego"):
+            m = open_clip.create_model(arch.kwargs["model_name"], pretrained=None, device="meta")
+            dims[name] = m.visual(torch.empty(1, 3, arch.input_size, arch.input_size, device="meta")).shape[-1]
+        elif arch.family == "timesformer":
+            with torch.device("meta"):
+                dims[name] = timesformer_base()(torch.empty(1, 3, 8, 224, 224)).shape[-1]
+        else:
+            dims[name] = stgcn_coco().eval()(torch.randn(1, 1, 32, 17, 3)).shape[-1]
+        assert dims[name] == arch.feature_dim, name
+    assert dims == {"dinov2_vitl14": 1024, "dinov2_vitb14": 768, "dinov2_vits14": 384, "depth_anything_vitl": 1024,
+                    "depth_anything_vits": 384, "siglip_so400m_384": 1152, "siglip_so400m_224": 1152,
+                    "timesformer_base": 768, "stgcn_coco": 256, "skego_standin_vitb16": 512}
+
+
+def _tiny_dinov2_original(img_size, depth):
+    """An original-format (facebookresearch/dinov2) state dict: timm names plus mask_token."""
+    m = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=img_size,
+                          embed_dim=64, depth=depth, num_heads=2)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return m, {**m.state_dict(), "mask_token": torch.zeros(1, 64)}
+
+
+def test_dinov2_original_checkpoint_loads_exactly(tmp_path):
+    ref, state = _tiny_dinov2_original(56, 2)
+    torch.save(state, tmp_path / "dinov2_tiny_pretrain.pth")
+    t = build_teacher(TeacherSettings("exo_dino", "dinov2_test", str(tmp_path / "dinov2_tiny_pretrain.pth")))
+    s = sample(S=56)
+    x = t.preprocess(s)["frames"]
+    with torch.no_grad():
+        torch.testing.assert_close(run(t, s)[0], ref.eval().forward_features(x)[:, 0], rtol=0, atol=0)
+    prov = t.provenance()
+    assert prov["weights_sha256"] and prov["stand_in"] is False
+
+
+def test_dinov2_pos_embed_is_resized_the_dinov2_way(tmp_path):
+    _, state = _tiny_dinov2_original(98, 2)  # trained at a 7x7 grid, used at 4x4
+    state["pos_embed"] = torch.cat([state["pos_embed"][:, :1], torch.full((1, 49, 64), 0.25)], 1)
+    torch.save(state, tmp_path / "big.pth")
+    t = build_teacher(TeacherSettings("ego_dino", "dinov2_test", str(tmp_path / "big.pth")))
+    pos = t.model.pos_embed
+    assert pos.shape == (1, 17, 64)
+    torch.testing.assert_close(pos[:, 1:], torch.full((1, 16, 64), 0.25))  # bicubic keeps a constant
+    torch.testing.assert_close(pos[:, 0], state["pos_embed"][:, 0])
+
+
+def test_depth_anything_checkpoint_encoder_keys(tmp_path):
+    ref, state = _tiny_dinov2_original(56, 4)
+    ckpt = {"pretrained." + k: v for k, v in state.items()}
+    ckpt.update({"depth_head.projects.0.weight": torch.zeros(8, 64, 1, 1), "depth_head.scratch.output_conv2.0.bias": torch.zeros(4)})
+    torch.save(ckpt, tmp_path / "depth_anything_v2_tiny.pth")
+    t = build_teacher(TeacherSettings("ego_depth", "depth_anything_test", str(tmp_path / "depth_anything_v2_tiny.pth")))
+    s = sample(S=56)
+    with torch.no_grad():
+        tokens = ref.eval().forward_features(t.preprocess(s)["frames"])
+    torch.testing.assert_close(run(t, s)[0], tokens[:, 1:].mean(1))  # patch_mean pooling
+    torch.save(state, tmp_path / "not_depth.pth")
+    with pytest.raises(UniegoError, match="pretrained"):
+        build_teacher(TeacherSettings("ego_depth", "depth_anything_test", str(tmp_path / "not_depth.pth")))
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    _, state = _tiny_dinov2_original(56, 3)  # depth 3, arch expects 2
+    torch.save(state, tmp_path / "deeper.pth")
+    with pytest.raises(UniegoError, match=r"deeper.pth.*unexpected keys: blocks\.2\."):
+        build_teacher(TeacherSettings("exo_dino", "dinov2_test", str(tmp_path / "deeper.pth")))
+
+
+def test_stgcn_teacher_loads_pyskl_checkpoint(tmp_path):
+    from uniego.models.stgcn import stgcn_test
+    src = stgcn_test(num_classes=9)
+    with torch.no_grad():
+        for p in src.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    torch.save({"meta": {}, "state_dict": {("backbone." + k if not k.startswith("cls_head") else k): v
+                                           for k, v in src.state_dict().items()}}, tmp_path / "stgcn.pth")
+    t = build_teacher(TeacherSettings("exo_skl", "stgcn_test", str(tmp_path / "stgcn.pth")))
+    s = sample()
+    x = t.preprocess(s)["skeleton"]
+    assert x[..., :2].abs().max() <= 1.0  # PreNormalize2D
+    with torch.no_grad():
+        torch.testing.assert_close(run(t, s)[0], src.eval().forward_features(x[None])[0])
+
+
+def test_siglip_teacher_loads_open_clip_checkpoint(tmp_path):
+    from uniego.teachers.clip_frames import create_open_clip
+    arch = ARCHS["siglip_test"]
+    model = create_open_clip(arch, TeacherSettings("ego_siglip", "siglip_test", "random"), 56)
+    torch.save(model.state_dict(), tmp_path / "siglip_tiny.pt")
+    t = build_teacher(TeacherSettings("ego_siglip", "siglip_test", str(tmp_path / "siglip_tiny.pt")))
+    s = sample(S=56)
+    with torch.no_grad():
+        ref = model.eval().encode_image(t.preprocess(s)["frames"])
+    torch.testing.assert_close(run(t, s)[0], ref)
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    torch.save({"state_dict": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(UniegoError, match="weights_only"):
+        build_teacher(TeacherSettings("exo_skl", "stgcn_test", str(tmp_path / "evil.pth")))
+
+
+def test_missing_weights_file_names_the_config_key(tmp_path):
+    with pytest.raises(UniegoError, match=r"teachers\.exo_rgb\.weights: file .*nope.pyth does not exist"):
+        build_teacher(TeacherSettings("exo_rgb", "timesformer_test", str(tmp_path / "nope.pyth")))
+
+
+def test_skego_crop_follows_the_skeleton():
+    from uniego.teachers.clip_frames import skeleton_box
+    sk = np.zeros((4, 17, 3), np.float32)
+    sk[..., 0], sk[..., 1], sk[..., 2] = 42.0, 32.0, 1.0  # all joints at the image centre (84x64 px)
+    sk[0, 0, :2] = (42, 12)
+    sk[0, 15, :2] = (42, 52)
+    t, l, b, r = skeleton_box(sk, (64, 84), 48)
+    assert (b - t) == (r - l) or b == 48 or r == 48
+    assert t < 48 * 12 / 64 - 6 + 3 and b > 48 * 52 / 64 - 1  # covers head to ankles
+    sk[..., 2] = 0.1
+    with pytest.raises(UniegoError, match="confidence"):
+        skeleton_box(sk, (64, 84), 48)

@@ -1,0 +1,82 @@
+"""The DAG end to end on the tiny demo, as a user runs it from a fresh clone."""
+
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from tests.conftest import REPO
+from uniego.teachers import TEACHERS
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir, *args):
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tests/configs/tiny.yaml", *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+
+
+def planned_jobs(result) -> dict:
+    """{rule: count} from a dry run's job stats."""
+    m = re.search(r"Job stats:\n(.*?)\n\n", result.stdout + "\n\n", re.S)
+    if not m:
+        return {}
+    rows = [line.split() for line in m.group(1).splitlines()[2:]]
+    return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[0] != "total"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    work = tmp_path_factory.mktemp("clone")
+    for item in ("Snakefile", "config.yaml", "workflow", "tests"):
+        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, work / item)
+    r = snakemake(work)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return work
+
+
+def test_demo_dag_builds_every_store(built):
+    res = built / "results" / "demo"
+    assert (res / "manifest.parquet").is_file()
+    for view in ("ego", "exo", "skeleton"):
+        assert (res / "clips" / f"{view}.zarr" / "zarr.json").is_file()
+    for teacher in TEACHERS:
+        ds = xr.open_zarr(res / "features" / f"{teacher}.zarr")
+        assert ds["features"].dims[0] == "sample" and ds["features"].dims[-1] == "channel"
+        assert ds.sizes["sample"] == 36 and "sample" in ds.indexes
+        assert ds.attrs["complete"] is True and ds.attrs["teacher"] == teacher
+        assert np.isfinite(ds["features"].values.astype(np.float32)).all()
+    assert not list(res.rglob("*.partial"))
+
+
+def test_second_run_does_nothing(built):
+    r = snakemake(built, "-n")
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_changing_one_teacher_reruns_only_its_store(built):
+    overlay = built / "tests" / "configs" / "changed.yaml"
+    overlay.write_text(yaml.safe_dump({"teachers": {"exo_dino": {"arch": "dinov2_test", "weights": "random", "input_size": 28}}}))
+    dry = snakemake(built, "--configfile", "tests/configs/tiny.yaml", str(overlay), "-n")
+    assert dry.returncode == 0, dry.stderr
+    assert planned_jobs(dry) == {"all": 1, "extract": 1}, dry.stdout
+    assert "teacher=exo_dino" in dry.stdout
+    others = {t: (built / f"results/demo/features/{t}.zarr/zarr.json").stat().st_mtime_ns for t in TEACHERS if t != "exo_dino"}
+    run = snakemake(built, "--configfile", "tests/configs/tiny.yaml", str(overlay))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert xr.open_zarr(built / "results/demo/features/exo_dino.zarr").attrs["input_size"] == 28
+    for t, mtime in others.items():
+        assert (built / f"results/demo/features/{t}.zarr/zarr.json").stat().st_mtime_ns == mtime, t
+
+
+def test_bad_config_fails_when_the_dag_is_built(built):
+    overlay = built / "tests" / "configs" / "bad.yaml"
+    overlay.write_text(yaml.safe_dump({"clips": {"num_frame": 8}}))
+    r = snakemake(built, "--configfile", "tests/configs/tiny.yaml", str(overlay), "-n")
+    assert r.returncode != 0
+    assert "clips.num_frame: unknown key" in r.stdout + r.stderr
