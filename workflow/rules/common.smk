@@ -34,6 +34,11 @@ CODE = {
 }
 
 
+def compute_setting(key):
+    """resources function: a `compute` value (throughput only; resources never trigger reruns)."""
+    return lambda wc: dataset_config(config, wc.ds)["compute"][key]
+
+
 def dataset_root(wc):
     return config["datasets"][wc.ds]["root"]
 

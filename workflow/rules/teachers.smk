@@ -15,7 +15,9 @@ rule extract:
     threads: 2
     resources:
         gpu=1,
-        batch_size=lambda wc: dataset_config(config, wc.ds)["compute"]["batch_size"],
+        batch_size=compute_setting("batch_size"),
+        device=compute_setting("device"),
+        precision=compute_setting("precision"),
     log:
         "logs/{ds}/extract/{teacher}.log",
     benchmark:
@@ -23,5 +25,5 @@ rule extract:
     shell:
         "uniego extract --settings {params.settings:q} --manifest {input.manifest:q} --teacher {wildcards.teacher} "
         "--clips {params.clips} --out {output:q} --workers {threads} --batch-size {resources.batch_size} "
-        "--device {config[compute][device]} --precision {config[compute][precision]} "
+        "--device {resources.device} --precision {resources.precision} "
         "--code-version {params.code:q} > {log:q} 2>&1"
