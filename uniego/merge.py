@@ -1,0 +1,89 @@
+"""Proxy merging (eq. 2): theta = sum_r alpha_r theta_r with alpha on the simplex.
+
+alpha is the softmax of zero-initialised logits (uniform start), learned to minimise the
+merged model's cross-entropy, one alpha for the whole model (`model`), per layer group
+(`layer`: each block, and each other top-level module), or per tensor (`parameter`);
+`average` keeps the uniform alpha and `best` puts all weight on one proxy.
+The merged forward uses torch.func.functional_call on one blended state dict per step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from uniego.errors import UniegoError
+
+STRATEGIES = ("model", "layer", "parameter", "average", "best")
+
+
+def merge_states(states: list[dict], alpha) -> dict:
+    """Eq. 2. states: R state dicts with the same keys and shapes; alpha: a tensor [R] used for
+    every key, or a dict key -> tensor [R]. Floating tensors are blended (differentiably in
+    alpha); other tensors must be equal across proxies and are copied."""
+    keys = list(states[0])
+    for r, s in enumerate(states[1:], 1):
+        if list(s) != keys:
+            diff = sorted(set(s) ^ set(keys))[:5]
+            raise UniegoError(f"proxy {r} has other state keys than proxy 0 ({diff})", stage="merge")
+    merged = {}
+    for key in keys:
+        a = alpha[key] if isinstance(alpha, dict) else alpha
+        tensors = [s[key] for s in states]
+        if any(t.shape != tensors[0].shape for t in tensors):
+            raise UniegoError(f"cannot merge {key}: shapes {[tuple(t.shape) for t in tensors]}", stage="merge")
+        if tensors[0].is_floating_point():
+            stacked = torch.stack(tensors)  # [R, ...]
+            merged[key] = (a.to(stacked.dtype).reshape(-1, *[1] * (stacked.ndim - 1)) * stacked).sum(0)
+        else:
+            if any(not torch.equal(t, tensors[0]) for t in tensors):
+                raise UniegoError(f"cannot merge non-float tensor {key}: it differs between proxies", stage="merge")
+            merged[key] = tensors[0]
+    return merged
+
+
+def layer_group(key: str) -> str:
+    """`blocks.3.attn.qkv.weight` -> `blocks.3`; `patch_embed.proj.weight` -> `patch_embed.proj`;
+    `pos_embed` -> `pos_embed` (the official code's 18 groups for TimeSformer-B)."""
+    parts = key.split(".")
+    if parts[0] == "blocks":
+        return ".".join(parts[:2])
+    return ".".join(parts[:-1]) or key
+
+
+class MergeWeights(nn.Module):
+    """The learnable alpha of one strategy, over the keys being merged."""
+
+    def __init__(self, keys: list[str], num_proxies: int, strategy: str, *, best: int | None = None):
+        super().__init__()
+        if strategy not in STRATEGIES:
+            raise UniegoError(f"merge strategy {strategy!r} unknown; choose from {', '.join(STRATEGIES)}", stage="merge")
+        self.keys, self.R, self.strategy = list(keys), num_proxies, strategy
+        if strategy == "layer":
+            self.groups = sorted({layer_group(k) for k in keys})
+        elif strategy == "parameter":
+            self.groups = list(keys)
+        else:
+            self.groups = ["model"]
+        self.group_of = {k: (layer_group(k) if strategy == "layer" else k if strategy == "parameter" else "model") for k in keys}
+        learnable = strategy in ("model", "layer", "parameter")
+        self.logits = nn.Parameter(torch.zeros(len(self.groups), num_proxies), requires_grad=learnable)
+        if strategy == "best":
+            if best is None:
+                raise UniegoError("merge strategy `best` needs the index of the best proxy", stage="merge")
+            with torch.no_grad():
+                self.logits.fill_(float("-inf"))
+                self.logits[:, best] = 0.0
+
+    def alpha(self) -> torch.Tensor:
+        """[G, R], each row on the simplex."""
+        return torch.softmax(self.logits, dim=-1)
+
+    def per_key(self) -> dict[str, torch.Tensor]:
+        a = self.alpha()
+        index = {g: i for i, g in enumerate(self.groups)}
+        return {k: a[index[self.group_of[k]]] for k in self.keys}
+
+    def to_json(self) -> dict:
+        a = self.alpha().detach().cpu()
+        return {"strategy": self.strategy, "groups": self.groups, "alpha": a.tolist()}
