@@ -16,8 +16,10 @@ from uniego.teachers import TEACHERS
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir, *args):
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tests/configs/tiny.yaml", *args]
+def snakemake(workdir, *args, overlays=()):
+    """Run snakemake in `workdir` with the tiny config plus overlay config files (the
+    --configfile option is last: it takes every following word as a file)."""
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", "tests/configs/tiny.yaml", *map(str, overlays)]
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
 
 
@@ -62,12 +64,12 @@ def test_second_run_does_nothing(built):
 def test_changing_one_teacher_reruns_only_its_store(built):
     overlay = built / "tests" / "configs" / "changed.yaml"
     overlay.write_text(yaml.safe_dump({"teachers": {"exo_dino": {"arch": "dinov2_test", "weights": "random", "input_size": 28}}}))
-    dry = snakemake(built, "--configfile", "tests/configs/tiny.yaml", str(overlay), "-n")
+    dry = snakemake(built, "-n", overlays=[overlay])
     assert dry.returncode == 0, dry.stderr
     assert planned_jobs(dry) == {"all": 1, "extract": 1}, dry.stdout
     assert "teacher=exo_dino" in dry.stdout
     others = {t: (built / f"results/demo/features/{t}.zarr/zarr.json").stat().st_mtime_ns for t in TEACHERS if t != "exo_dino"}
-    run = snakemake(built, "--configfile", "tests/configs/tiny.yaml", str(overlay))
+    run = snakemake(built, overlays=[overlay])
     assert run.returncode == 0, run.stderr[-2000:]
     assert xr.open_zarr(built / "results/demo/features/exo_dino.zarr").attrs["input_size"] == 28
     for t, mtime in others.items():
@@ -77,6 +79,21 @@ def test_changing_one_teacher_reruns_only_its_store(built):
 def test_bad_config_fails_when_the_dag_is_built(built):
     overlay = built / "tests" / "configs" / "bad.yaml"
     overlay.write_text(yaml.safe_dump({"clips": {"num_frame": 8}}))
-    r = snakemake(built, "--configfile", "tests/configs/tiny.yaml", str(overlay), "-n")
+    r = snakemake(built, "-n", overlays=[overlay])
     assert r.returncode != 0
     assert "clips.num_frame: unknown key" in r.stdout + r.stderr
+
+
+def test_level1_proxy_through_the_dag(built):
+    overlay = built / "tests" / "configs" / "level1.yaml"
+    overlay.write_text(yaml.safe_dump({"train": {"epochs": 1}}))
+    target = "results/demo/proxies/exo_skl.outputs.zarr"
+    r = snakemake(built, target, overlays=[overlay])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    ds = xr.open_zarr(built / target)
+    assert ds.sizes["sample"] == int((ds["split"].values == "train").sum()) > 0
+    assert ds.attrs["teacher"] == "exo_skl" and ds["logits"].shape[1] == 9
+    # a Level-I setting reruns the proxy and its outputs, nothing upstream
+    overlay.write_text(yaml.safe_dump({"train": {"epochs": 1}, "level1": {"lambda_feat": 2.0}}))
+    dry = snakemake(built, target, "-n", overlays=[overlay])
+    assert planned_jobs(dry) == {"train_proxy": 1, "proxy_outputs": 1}, dry.stdout

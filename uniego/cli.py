@@ -77,6 +77,34 @@ def cmd_extract(args):
             code_version=args.code_version, chunk_samples=args.chunk_samples)
 
 
+def _compute(args):
+    from uniego.config import ComputeSettings
+    return ComputeSettings(device=args.device, precision=args.precision, workers=args.workers, batch_size=args.batch_size)
+
+
+def cmd_train_proxy(args):
+    from uniego.proxy import train_proxy
+
+    s = _settings(args, "train_proxy", teacher=args.teacher)
+    if s["teacher"] != args.teacher:
+        raise UniegoError(f"--teacher {args.teacher} but the settings are for {s['teacher']}", stage="level1")
+    train_proxy(args.manifest, args.clips, args.features, args.out, s, compute=_compute(args), code_version=args.code_version)
+
+
+def cmd_proxy_outputs(args):
+    from uniego.proxy import export_proxy_outputs
+
+    s = _settings(args, "proxy_outputs")
+    export_proxy_outputs(args.manifest, args.clips, args.proxy, args.out, s, compute=_compute(args), code_version=args.code_version)
+
+
+def _compute_args(p):
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=8, help="inference batch (training batch is train.batch_size)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+
+
 def cmd_inspect(args):
     from uniego.inspect_store import describe, format_report
 
@@ -126,6 +154,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--chunk-samples", type=int, default=None, help="samples per store chunk (default: ~2 MiB chunks)")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("train-proxy", help="Level I: train one teacher's proxy on the ego clips (eq. 1)")
+    _common(p)
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--clips", required=True, help="the ego clip cache")
+    p.add_argument("--features", required=True, help="the teacher's feature store")
+    p.add_argument("--out", required=True, help="proxy checkpoint (.pt); its run folder <out stem>.run/ holds checkpoints and metrics")
+    _compute_args(p)
+    p.set_defaults(func=cmd_train_proxy)
+
+    p = sub.add_parser("proxy-outputs", help="export a proxy's CLS features and logits on the train split")
+    _common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--clips", required=True)
+    p.add_argument("--proxy", required=True)
+    p.add_argument("--out", required=True)
+    _compute_args(p)
+    p.set_defaults(func=cmd_proxy_outputs)
 
     p = sub.add_parser("inspect", help="shape, chunks, compression, provenance and statistics of a store")
     p.add_argument("store")

@@ -90,11 +90,33 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+# What `fidelity: official` changes: the official code's values where it departs from the paper
+# (reference/official_uniego.md §9). Applied after the per-dataset overrides.
+OFFICIAL = {
+    ("level1", "lambda_feat"): 1.0,        # LOSS_WEIGHT in every released stage-1 config
+    ("level1", "projection"): "student",   # Linear(768 -> D_teacher) on the student CLS
+}
+OFFICIAL_EFFECTIVE_BATCH = 64             # GLOBAL_BATCH_SIZE: gradients accumulated to 64 clips
+
+
+def apply_fidelity(c: dict) -> dict:
+    if c.get("fidelity") != "official":
+        return c
+    c = copy.deepcopy(c)
+    for (section, key), value in OFFICIAL.items():
+        if section in c:
+            c[section][key] = value
+    if "train" in c:
+        c["train"]["accumulate"] = max(1, OFFICIAL_EFFECTIVE_BATCH // c["train"]["batch_size"])
+    return c
+
+
 def dataset_config(config: dict, ds: str) -> dict:
-    """The config as dataset `ds` sees it: top-level sections overlaid by its `overrides`."""
+    """The config as dataset `ds` sees it: top-level sections overlaid by its `overrides`,
+    then the fidelity table applied."""
     if ds not in config["datasets"]:
         raise UniegoError(f"unknown dataset {ds!r}; config.datasets has: {', '.join(config['datasets'])}", stage="config")
-    return _merge(config, config["datasets"][ds].get("overrides", {}))
+    return apply_fidelity(_merge(config, config["datasets"][ds].get("overrides", {})))
 
 
 # ---------------------------------------------------------------- per-stage frozen settings
@@ -127,6 +149,39 @@ class ComputeSettings:
     precision: str = "auto"
     workers: int = 2
     batch_size: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentSettings:
+    arch: str
+    init: str
+    input_size: int
+    train_jitter: tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    epochs: int
+    lr: float
+    lr_steps: tuple[int, ...]
+    lr_factors: tuple[float, ...]
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    batch_size: int
+    accumulate: int = 1
+
+    def lr_at(self, epoch: int) -> float:
+        """Step schedule: lr * lr_factors[i] from epoch lr_steps[i] on."""
+        i = max(j for j, start in enumerate(self.lr_steps) if start <= epoch) if epoch >= self.lr_steps[0] else 0
+        return self.lr * self.lr_factors[i]
+
+
+@dataclasses.dataclass(frozen=True)
+class Level1Settings:
+    lambda_feat: float
+    lambda_cls: float
+    projection: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +243,11 @@ def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None
         return {k: c["clips"][k] for k in VIEW_KEYS[view]}
     if stage == "extract":
         return {"teacher": {"key": teacher, **c["teachers"][teacher]}, "seed": c["seed"]}
+    if stage == "train_proxy":
+        lv = {k: v for k, v in c["level1"].items() if k != "teachers"}
+        return {"student": c["student"], "train": c["train"], "level1": lv, "seed": c["seed"], "teacher": teacher}
+    if stage == "proxy_outputs":
+        return {"student": c["student"]}
     raise ValueError(f"unknown stage {stage!r}")
 
 

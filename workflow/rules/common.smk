@@ -31,6 +31,8 @@ CODE = {
     "manifest": code_version("uniego.manifest"),
     "clips": code_version("uniego.clips", "uniego.video", "uniego.cache"),
     "extract": code_version("uniego.extract", "uniego.teachers", "uniego.models", "uniego.cache"),
+    "level1": code_version("uniego.proxy", "uniego.engine", "uniego.data", "uniego.student", "uniego.losses",
+                           "uniego.models", "uniego.cache"),
 }
 
 

@@ -1,0 +1,101 @@
+"""Level I: the proxy objective wired to the model, the engine's schedule and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from uniego.config import ComputeSettings, TeacherSettings, TrainSettings, apply_fidelity, stage_settings
+from uniego.engine import epoch_batches
+from uniego.extract import extract
+from uniego.student import ProxyModel
+from uniego.models.timesformer import timesformer_test
+
+SETTINGS = {"student": {"arch": "timesformer_test", "init": "random", "input_size": 32, "train_jitter": [32, 40]},
+            "train": {"epochs": 3, "lr": 0.005, "lr_steps": [0, 2], "lr_factors": [1.0, 0.1], "momentum": 0.9,
+                      "nesterov": True, "weight_decay": 1e-4, "batch_size": 4, "accumulate": 2},
+            "level1": {"lambda_feat": 5.0, "lambda_cls": 1.0, "projection": "teacher"}, "seed": 3, "teacher": "exo_skl"}
+
+
+@pytest.fixture(scope="module")
+def skl_features(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("feat") / "exo_skl.zarr"
+    return str(extract(tiny_data["manifest"], tiny_data["clips"], out, TeacherSettings("exo_skl", "stgcn_test", "random"),
+                       compute=ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=4)))
+
+
+def _train(tiny_data, features, out, env=None):
+    cmd = [sys.executable, "-m", "uniego", "train-proxy", "--settings", json.dumps(SETTINGS), "--teacher", "exo_skl",
+           "--manifest", str(tiny_data["manifest"]), "--clips", tiny_data["clips"]["ego"], "--features", features,
+           "--out", str(out), "--workers", "1", "--device", "cpu", "--precision", "fp32"]
+    return subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+
+
+def test_killed_training_resumes_to_the_same_weights(tiny_data, skl_features, tmp_path):
+    full = _train(tiny_data, skl_features, tmp_path / "full.pt")
+    assert full.returncode == 0, full.stderr[-2000:]
+    killed = _train(tiny_data, skl_features, tmp_path / "resumed.pt", env={"UNIEGO_TEST_KILL_AFTER_EPOCHS": "1"})
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "resumed.pt").exists() and (tmp_path / "resumed.run" / "last.pt").exists()
+    resumed = _train(tiny_data, skl_features, tmp_path / "resumed.pt")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr and "after epoch 1" in resumed.stderr
+    a = torch.load(tmp_path / "full.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    for part in ("encoder", "proj"):
+        for k, v in a[part].items():
+            assert torch.equal(v, b[part][k]), (part, k)
+    logs = [(p / "metrics.jsonl").read_text().splitlines() for p in (tmp_path / "full.run", tmp_path / "resumed.run")]
+    assert logs[0] == logs[1] and len(logs[0]) == 3
+    epochs = [json.loads(line) for line in logs[0]]
+    assert [e["lr"] for e in epochs] == pytest.approx([0.005, 0.005, 0.0005])
+    assert all({"loss", "cls_loss", "feat_loss"} <= set(e) for e in epochs)
+    meta = a["meta"]
+    assert meta["teacher"] == "exo_skl" and meta["teacher_store"]["architecture"] == "stgcn_test"
+
+
+def test_proxy_outputs_store(tiny_data, skl_features, tmp_path):
+    assert _train(tiny_data, skl_features, tmp_path / "p.pt").returncode == 0
+    r = subprocess.run([sys.executable, "-m", "uniego", "proxy-outputs", "--settings", json.dumps({"student": SETTINGS["student"]}),
+                        "--manifest", str(tiny_data["manifest"]), "--clips", tiny_data["clips"]["ego"], "--proxy", str(tmp_path / "p.pt"),
+                        "--out", str(tmp_path / "p.outputs.zarr"), "--workers", "0", "--device", "cpu"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    g = zarr.open_group(str(tmp_path / "p.outputs.zarr"), mode="r")
+    n_train = int((tiny_data["table"].split == "train").sum())
+    assert g["feature"].shape == (n_train, 64) and g["logits"].shape == (n_train, 9)
+    assert g.attrs["complete"] is True and g.attrs["teacher"] == "exo_skl"
+    # the stored logits are the proxy's head applied to the stored features
+    obj = torch.load(tmp_path / "p.pt", weights_only=True)
+    f = torch.from_numpy(np.asarray(g["feature"][:]))
+    torch.testing.assert_close(f @ obj["encoder"]["head.weight"].T + obj["encoder"]["head.bias"],
+                               torch.from_numpy(np.asarray(g["logits"][:])), atol=1e-5, rtol=1e-5)
+
+
+def test_projection_sides():
+    enc = timesformer_test(num_classes=5)
+    h, t = torch.randn(2, 64), torch.randn(2, 256)
+    paper = ProxyModel(enc, 256, "teacher")
+    assert tuple(paper.proj.weight.shape) == (64, 256) and [x.shape[-1] for x in paper.align(h, t)] == [64, 64]
+    official = ProxyModel(enc, 256, "student")
+    assert tuple(official.proj.weight.shape) == (256, 64) and [x.shape[-1] for x in official.align(h, t)] == [256, 256]
+
+
+def test_schedule_batches_and_fidelity(config):
+    s = TrainSettings(epochs=15, lr=0.005, lr_steps=(0, 11, 14), lr_factors=(1, 0.1, 0.01), momentum=0.9,
+                      nesterov=True, weight_decay=1e-4, batch_size=8)
+    assert [s.lr_at(e) for e in (0, 10, 11, 13, 14)] == pytest.approx([5e-3, 5e-3, 5e-4, 5e-4, 5e-5])
+    b = epoch_batches(27, 8, seed=0, epoch=0)
+    assert len(b) == 3 and all(len(x) == 8 for x in b) and len(set(np.concatenate(b))) == 24
+    assert not np.array_equal(b[0], epoch_batches(27, 8, seed=0, epoch=1)[0])
+    paper = stage_settings(config, "demo", "train_proxy", teacher="exo_rgb")
+    config["fidelity"] = "official"
+    official = stage_settings(config, "demo", "train_proxy", teacher="exo_rgb")
+    assert paper["level1"]["lambda_feat"] == 5.0 and official["level1"]["lambda_feat"] == 1.0
+    assert paper["level1"]["projection"] == "teacher" and official["level1"]["projection"] == "student"
+    assert official["train"]["accumulate"] == 64 // config["train"]["batch_size"]

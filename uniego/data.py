@@ -1,0 +1,83 @@
+"""Training and evaluation clips from the ego clip cache, with TimeSformer-style augmentation.
+
+Train view: the cached S x S clip resized to J x J, J uniform in `train_jitter` (the official
+256-320 short-side jitter, scaled), a random `input_size` crop, horizontal flip p = 0.5.
+Eval view: resized to train_jitter[0], centre crop (the official 256 -> 224 export view).
+Randomness comes from (seed, epoch, sample), so it does not depend on workers or on resuming.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from uniego.cache import _zarr, open_store, strings
+from uniego.config import StudentSettings
+from uniego.errors import UniegoError
+from uniego.student import MEAN, STD
+
+
+class ClipSource:
+    """Reads clips [T, S, S, 3] uint8 of the given manifest rows from a clip cache, lazily."""
+
+    def __init__(self, clips_path: str, sample_ids, *, manifest_sha256: str):
+        g = open_store(clips_path, manifest_sha256=manifest_sha256, stage="train")
+        ids = strings(g["sample"][:])
+        pos = {s: i for i, s in enumerate(ids)}
+        missing = [s for s in sample_ids if s not in pos]
+        if missing:
+            raise UniegoError(f"clip cache {clips_path} lacks samples {missing[:5]}", stage="train")
+        self.path, self.rows = clips_path, np.array([pos[s] for s in sample_ids])
+        self.num_frames = g["frames"].shape[1]
+        self._frames = None
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self._frames is None:  # opened per worker process
+            self._frames = _zarr().open_group(self.path, mode="r", use_consolidated=False)["frames"]
+        return np.asarray(self._frames[int(self.rows[i])])
+
+
+def make_view(frames: np.ndarray, settings: StudentSettings, *, train: bool, rng: np.random.Generator | None = None) -> torch.Tensor:
+    """uint8 [T, S, S, 3] -> normalised float [3, T, I, I]."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255)
+    I = settings.input_size
+    lo, hi = settings.train_jitter
+    J = int(rng.integers(lo, hi + 1)) if train else lo
+    J = max(J, I)
+    if x.shape[-1] != J:
+        x = F.interpolate(x, size=(J, J), mode="bilinear", antialias=True, align_corners=False)
+    if train:
+        top, left = int(rng.integers(0, J - I + 1)), int(rng.integers(0, J - I + 1))
+        x = x[..., top:top + I, left:left + I]
+        if rng.random() < 0.5:
+            x = x.flip(-1)
+    else:
+        o = (J - I) // 2
+        x = x[..., o:o + I, o:o + I]
+    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    return x.transpose(0, 1).contiguous()
+
+
+class ClipBatches(Dataset):
+    """Item i = batch i of an epoch: {"clip" [B,3,T,I,I], "label" [B], "index" [B]}."""
+
+    def __init__(self, source: ClipSource, labels, settings: StudentSettings, batches, *, epoch: int, seed: int, train: bool):
+        self.source, self.labels, self.s = source, np.asarray(labels), settings
+        self.batches, self.epoch, self.seed, self.train = batches, epoch, seed, train
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> dict:
+        idx = self.batches[b]
+        clips = []
+        for i in idx:
+            rng = np.random.default_rng([self.seed, self.epoch, int(i)]) if self.train else None
+            clips.append(make_view(self.source[int(i)], self.s, train=self.train, rng=rng))
+        return {"clip": torch.stack(clips), "label": torch.as_tensor(self.labels[idx], dtype=torch.long),
+                "index": torch.as_tensor(np.asarray(idx), dtype=torch.long)}

@@ -1,0 +1,109 @@
+"""The one training loop every stage uses (proxies, merge-free stages, SPD, baselines).
+
+A task provides `model` (an nn.Module whose trainable parameters are optimised) and
+`step(batch) -> {"loss": ..., "<term>_loss": ...}`. The engine owns: SGD with momentum and
+Nesterov, weight decay, the per-epoch step learning-rate schedule, gradient accumulation
+(leftover micro-batches at an epoch's end are discarded, as the official code does), bf16
+autocast on GPU, a checkpoint after every epoch (model, optimiser, RNG) with resume from the
+last one, a JSONL metrics log (every term by name) and a seeded, worker-independent order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from uniego.cache import fingerprint
+from uniego.config import TrainSettings
+
+
+def _identity(x):
+    return x
+
+
+def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[np.ndarray]:
+    """A seeded permutation of n samples cut into full batches (drop_last, as the official code)."""
+    order = np.random.default_rng([seed, 17, epoch]).permutation(n)
+    if n < batch_size:
+        return [order]
+    return [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: str | Path, *, seed: int,
+          identity: dict, device: torch.device = torch.device("cpu"), precision: str = "auto", workers: int = 0,
+          desc: str = "train") -> None:
+    """Train `task.model` for settings.epochs over n samples; resumable from run_dir/last.pt.
+
+    make_epoch_dataset(batches, epoch) -> a Dataset whose item b is batch b (tensors).
+    `identity` (JSON-able: config, inputs' hashes) must match for a checkpoint to be resumed.
+    """
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = run_dir / "last.pt", run_dir / "metrics.jsonl"
+    fp = fingerprint({"identity": identity, "train": settings.__dict__, "seed": seed, "n": n})
+    model = task.model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, nesterov=settings.nesterov,
+                          weight_decay=settings.weight_decay)
+    torch.manual_seed(seed)
+    start = 0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ck.get("fingerprint") == fp:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            torch.set_rng_state(ck["rng"])
+            start = int(ck["epoch"])
+            print(f"[{desc}] resuming from {ckpt_path} after epoch {start}", file=sys.stderr)
+        else:
+            print(f"[{desc}] ignoring {ckpt_path}: it belongs to another configuration", file=sys.stderr)
+            log_path.unlink(missing_ok=True)
+    if start == 0:
+        log_path.unlink(missing_ok=True)
+    amp = torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16) \
+        if device.type == "cuda" and precision != "fp32" else nullcontext()
+    kill_after = int(os.environ.get("UNIEGO_TEST_KILL_AFTER_EPOCHS", "0"))  # test hook: SIGKILL self
+    for epoch in range(start, settings.epochs):
+        lr = settings.lr_at(epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batches = epoch_batches(n, settings.batch_size, seed=seed, epoch=epoch)
+        loader = DataLoader(make_epoch_dataset(batches, epoch), batch_size=None, collate_fn=_identity,
+                            num_workers=workers, pin_memory=device.type == "cuda")
+        model.train()
+        sums: dict[str, float] = {}
+        opt.zero_grad(set_to_none=True)
+        for step, batch in enumerate(tqdm(loader, desc=f"{desc} {epoch + 1}/{settings.epochs}", leave=False, disable=None)):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with amp:
+                out = task.step(batch)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"[{desc}] loss is {loss.item()} at epoch {epoch + 1} step {step}")
+            (loss / settings.accumulate).backward()
+            if (step + 1) % settings.accumulate == 0:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+        opt.zero_grad(set_to_none=True)
+        record = {"epoch": epoch + 1, "lr": lr, "steps": len(batches),
+                  **{k: v / max(len(batches), 1) for k, v in sums.items()}}
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        tmp = ckpt_path.with_suffix(".pt.partial")
+        torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "rng": torch.get_rng_state(), "fingerprint": fp}, tmp)
+        os.replace(tmp, ckpt_path)
+        if kill_after and epoch + 1 >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)

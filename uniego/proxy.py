@@ -1,0 +1,153 @@
+"""Level I: one proxy per teacher (eq. 1), and the export of its outputs on the train split
+(the SPD targets: CLS feature and logits from one deterministic view per clip)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from uniego import __version__
+from uniego.cache import ArraySpec, StoreWriter, open_store, read_array
+from uniego.config import ComputeSettings, Level1Settings, StudentSettings, TrainSettings, from_dict
+from uniego.data import ClipBatches, ClipSource
+from uniego.engine import _identity, train
+from uniego.errors import UniegoError
+from uniego.extract import resolve_device
+from uniego.losses import proxy_loss
+from uniego.manifest import manifest_sha256, read_manifest
+from uniego.student import ProxyModel, build_student
+
+
+class ProxyTask:
+    """Eq. 1 on a batch: the proxy sees only the ego clip; the teacher's feature is the target."""
+
+    def __init__(self, model: ProxyModel, targets: torch.Tensor, settings: Level1Settings):
+        self.model, self.targets, self.s = model, targets, settings
+
+    def step(self, batch: dict) -> dict:
+        h, z = self.model(batch["clip"])
+        teacher = self.targets.to(h.device)[batch["index"]]
+        h_s, h_t = self.model.align(h, teacher)
+        return proxy_loss(h_s, z, h_t, batch["label"], lambda_feat=self.s.lambda_feat, lambda_cls=self.s.lambda_cls)
+
+
+def teacher_targets(features: str, table, sha: str) -> tuple[torch.Tensor, dict]:
+    """One target vector per manifest sample: per-frame teacher features are averaged over
+    frames (as the official loader averages its sampled rows)."""
+    values, _ = read_array(features, manifest_sha256=sha, sample_ids=table.sample_id, stage="level1")
+    values = values.astype(np.float32)
+    if values.ndim == 3:
+        values = values.mean(axis=1)
+    attrs = dict(open_store(features, stage="level1").attrs)
+    return torch.from_numpy(values), attrs
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_proxy(manifest: str, clips: str, features: str, out: str, settings: dict, *,
+                compute: ComputeSettings = ComputeSettings(), code_version: str = "") -> Path:
+    """Train the proxy of `settings['teacher']` on the train split; write `out` (.pt)."""
+    student = from_dict(StudentSettings, {**settings["student"], "train_jitter": tuple(settings["student"]["train_jitter"])}, where="student")
+    tr = settings["train"]
+    train_s = from_dict(TrainSettings, {**tr, "lr_steps": tuple(tr["lr_steps"]), "lr_factors": tuple(tr["lr_factors"])}, where="train")
+    lv = from_dict(Level1Settings, settings["level1"], where="level1")
+    seed, teacher = settings["seed"], settings["teacher"]
+    table, classes = read_manifest(manifest)
+    sha = manifest_sha256(manifest)
+    targets, t_attrs = teacher_targets(features, table, sha)
+    if t_attrs.get("teacher") != teacher:
+        raise UniegoError(f"{features} holds teacher {t_attrs.get('teacher')!r}, not {teacher!r}", stage="level1")
+    rows = np.flatnonzero(table.split.to_numpy() == "train")
+    if len(rows) == 0:
+        raise UniegoError(f"manifest {manifest} has no train samples", stage="level1")
+    source = ClipSource(clips, list(table.sample_id.iloc[rows]), manifest_sha256=sha)
+    encoder = build_student(student, len(classes), num_frames=source.num_frames, seed=seed)
+    model = ProxyModel(encoder, targets.shape[1], lv.projection)
+    task = ProxyTask(model, targets[rows], lv)
+    labels = table.label.to_numpy()[rows]
+    device = resolve_device(compute)
+    out = Path(out)
+    identity = {"teacher": teacher, "manifest": sha, "features": t_attrs.get("fingerprint"), "student": student.__dict__,
+                "level1": lv.__dict__, "code_version": code_version}
+    train(task, lambda batches, epoch: ClipBatches(source, labels, student, batches, epoch=epoch, seed=seed, train=True),
+          len(rows), train_s, out.with_name(out.stem + ".run"), seed=seed, identity=identity, device=device,
+          precision=compute.precision, workers=compute.workers, desc=f"proxy {teacher}")
+    log = (out.with_name(out.stem + ".run") / "metrics.jsonl").read_text().splitlines()
+    meta = {"kind": "proxy", "teacher": teacher, "classes": classes, "num_frames": source.num_frames,
+            "student": student.__dict__, "train": train_s.__dict__, "level1": lv.__dict__, "seed": seed,
+            "teacher_store": {k: t_attrs.get(k) for k in ("architecture", "weights", "state_sha256", "stand_in", "fingerprint")},
+            "manifest_sha256": sha, "code_version": code_version, "uniego_version": __version__,
+            "final_metrics": json.loads(log[-1]) if log else None}
+    _atomic_save({"encoder": model.encoder.cpu().state_dict(), "proj": model.proj.cpu().state_dict(),
+                  "meta": json.loads(json.dumps(meta, default=list))}, out)
+    return out
+
+
+def load_proxy(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UniegoError(f"proxy checkpoint {p} does not exist; train it first", stage="level2")
+    obj = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or obj.get("meta", {}).get("kind") not in ("proxy", "merged", "student"):
+        raise UniegoError(f"{p} is not a uniego model checkpoint", stage="level2")
+    return obj
+
+
+def encoder_from_checkpoint(obj: dict, student: StudentSettings):
+    meta = obj["meta"]
+    model = build_student(StudentSettings(**{**student.__dict__, "init": "random"}), len(meta["classes"]),
+                          num_frames=meta["num_frames"])
+    model.load_state_dict(obj["encoder"], strict=True)
+    return model
+
+
+@torch.inference_mode()
+def predict(encoder, source: ClipSource, student: StudentSettings, *, device, batch_size: int = 8, workers: int = 0):
+    """CLS features [N, D] and logits [N, C] on the deterministic eval view, in source order."""
+    batches = [np.arange(i, min(i + batch_size, len(source))) for i in range(0, len(source), batch_size)]
+    loader = DataLoader(ClipBatches(source, np.zeros(len(source), np.int64), student, batches, epoch=0, seed=0, train=False),
+                        batch_size=None, collate_fn=_identity, num_workers=workers)
+    encoder.eval().to(device)
+    feats, logits = [], []
+    for batch in loader:
+        h = encoder.forward_features(batch["clip"].to(device))
+        feats.append(h.float().cpu())
+        logits.append(encoder.head(h).float().cpu())
+    return torch.cat(feats).numpy(), torch.cat(logits).numpy()
+
+
+def export_proxy_outputs(manifest: str, clips: str, proxy: str, out: str, settings: dict, *,
+                         compute: ComputeSettings = ComputeSettings(), code_version: str = "") -> Path:
+    """Write `feature` [N_train, D] and `logits` [N_train, C] of a proxy into a store."""
+    student = from_dict(StudentSettings, {**settings["student"], "train_jitter": tuple(settings["student"]["train_jitter"])}, where="student")
+    table, classes = read_manifest(manifest)
+    sha = manifest_sha256(manifest)
+    obj = load_proxy(proxy)
+    if obj["meta"]["manifest_sha256"] != sha:
+        raise UniegoError(f"proxy {proxy} was trained on another manifest; retrain it", stage="level1")
+    rows = np.flatnonzero(table.split.to_numpy() == "train")
+    ids = list(table.sample_id.iloc[rows])
+    source = ClipSource(clips, ids, manifest_sha256=sha)
+    encoder = encoder_from_checkpoint(obj, student)
+    feats, logits = predict(encoder, source, student, device=resolve_device(compute), batch_size=compute.batch_size,
+                            workers=compute.workers)
+    if not (np.isfinite(feats).all() and np.isfinite(logits).all()):
+        raise UniegoError(f"proxy {proxy} produced NaN/Inf outputs", stage="level1")
+    arrays = {"feature": ArraySpec((feats.shape[1],), "float32", ("channel",)),
+              "logits": ArraySpec((logits.shape[1],), "float32", ("class",))}
+    writer = StoreWriter(out, sample_ids=ids, splits=["train"] * len(ids), labels=table.label.to_numpy()[rows], arrays=arrays,
+                         attrs={"kind": "proxy_outputs", "teacher": obj["meta"]["teacher"], "proxy": str(proxy),
+                                "view": "eval: resize to train_jitter[0], centre crop", "manifest_sha256": sha,
+                                "classes": classes, "code_version": code_version}, stage="level1")
+    writer.write(0, len(ids), feature=feats, logits=logits)
+    return writer.finalize()
