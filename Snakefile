@@ -12,6 +12,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teachers.smk"
 include: "workflow/rules/level1.smk"
+include: "workflow/rules/level2.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

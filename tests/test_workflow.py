@@ -97,3 +97,25 @@ def test_level1_proxy_through_the_dag(built):
     overlay.write_text(yaml.safe_dump({"train": {"epochs": 1}, "level1": {"lambda_feat": 2.0}}))
     dry = snakemake(built, target, "-n", overlays=[overlay])
     assert planned_jobs(dry) == {"train_proxy": 1, "proxy_outputs": 1}, dry.stdout
+
+
+def test_uniego_through_the_dag_and_spd_k_reruns_only_spd(built):
+    overlay = built / "tests" / "configs" / "level2.yaml"
+    overlay.write_text(yaml.safe_dump({"train": {"epochs": 1}, "merge": {"epochs": 1},
+                                       "level1": {"teachers": ["exo_skl", "ego_dino"]}}))
+    targets = ["results/demo/eval/uniego/recognition.json", "results/demo/eval/baseline_ego/recognition.json"]
+    r = snakemake(built, *targets, overlays=[overlay])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    import json
+    import torch
+    for t in targets:
+        res = json.loads((built / t).read_text())
+        assert 0 <= res["top1"] <= res["top5"] <= 100 and res["n"] == 9 and res["views"] == "1x3"
+    ck = torch.load(built / "results/demo/uniego.pt", weights_only=True)
+    assert ck["meta"]["teachers"] == ["exo_skl", "ego_dino"] and ck["meta"]["init"].endswith("merge/model.pt")
+    overlay.write_text(yaml.safe_dump({"train": {"epochs": 1}, "merge": {"epochs": 1}, "spd": {"k": 2},
+                                       "level1": {"teachers": ["exo_skl", "ego_dino"]}}))
+    dry = snakemake(built, *targets, "-n", overlays=[overlay])
+    assert planned_jobs(dry) == {"spd": 1, "recognition": 1}, dry.stdout
+    assert "output: results/demo/eval/uniego/recognition.json" in dry.stdout
+    assert "output: results/demo/eval/baseline_ego/recognition.json" not in dry.stdout

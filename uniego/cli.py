@@ -98,6 +98,39 @@ def cmd_proxy_outputs(args):
     export_proxy_outputs(args.manifest, args.clips, args.proxy, args.out, s, compute=_compute(args), code_version=args.code_version)
 
 
+def _pairs(items) -> dict:
+    return {v.split("=", 1)[0]: v.split("=", 1)[1] for v in items}
+
+
+def cmd_merge(args):
+    from uniego.level2 import run_merge
+
+    run_merge(args.manifest, args.clips, _pairs(args.proxies), args.strategy, args.out, _settings(args, "merge"),
+              compute=_compute(args), code_version=args.code_version)
+
+
+def cmd_spd(args):
+    from uniego.level2 import run_spd
+
+    run_spd(args.manifest, args.clips, args.init, _pairs(args.outputs), args.out, _settings(args, "spd"),
+            compute=_compute(args), code_version=args.code_version)
+
+
+def cmd_baseline(args):
+    from uniego.baselines import run_baseline
+
+    run_baseline(args.name, args.manifest, args.clips, _pairs(args.features), args.out, _settings(args, "baseline"),
+                 compute=_compute(args), code_version=args.code_version)
+
+
+def cmd_evaluate(args):
+    from uniego.evaluate import evaluate_recognition
+
+    r = evaluate_recognition(args.manifest, args.clips, args.model, args.out, _settings(args, "evaluate"),
+                             compute=_compute(args), name=args.name)
+    print(f"{r['model']}: top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}  ({r['n']} test clips, {r['views']} views)")
+
+
 def _compute_args(p):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=8, help="inference batch (training batch is train.batch_size)")
@@ -173,6 +206,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _compute_args(p)
     p.set_defaults(func=cmd_proxy_outputs)
+
+    p = sub.add_parser("merge", help="Level II: merge the proxies into one initialisation (eq. 2)")
+    _common(p)
+    p.add_argument("--strategy", required=True, choices=["model", "layer", "parameter", "average", "best"])
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--clips", required=True)
+    p.add_argument("--proxies", nargs="+", required=True, metavar="TEACHER=PROXY.pt")
+    p.add_argument("--out", required=True)
+    _compute_args(p)
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("spd", help="Level II: Selective Proxy Distillation from a merged initialisation (eq. 4-6)")
+    _common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--clips", required=True)
+    p.add_argument("--init", required=True, help="merged checkpoint")
+    p.add_argument("--outputs", nargs="+", required=True, metavar="TEACHER=OUTPUTS.zarr")
+    p.add_argument("--out", required=True)
+    _compute_args(p)
+    p.set_defaults(func=cmd_spd)
+
+    p = sub.add_parser("baseline", help="train a baseline: ego (CE only) or naive_mtd (all teachers at once)")
+    _common(p)
+    p.add_argument("--name", required=True, choices=["ego", "naive_mtd"])
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--clips", required=True)
+    p.add_argument("--features", nargs="*", default=[], metavar="TEACHER=STORE")
+    p.add_argument("--out", required=True)
+    _compute_args(p)
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("evaluate", help="recognition top-1/top-5 of a trained encoder on the test split")
+    _common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--clips", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--name", default="")
+    p.add_argument("--out", required=True, help="recognition.json")
+    _compute_args(p)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("inspect", help="shape, chunks, compression, provenance and statistics of a store")
     p.add_argument("store")

@@ -95,6 +95,12 @@ def _merge(base: dict, over: dict) -> dict:
 OFFICIAL = {
     ("level1", "lambda_feat"): 1.0,        # LOSS_WEIGHT in every released stage-1 config
     ("level1", "projection"): "student",   # Linear(768 -> D_teacher) on the student CLS
+    ("merge", "lr"): 0.01,                 # the paper's 0.02 / 0.01 are commented out
+    ("merge", "weight_decay"): 0.0,
+    ("spd", "student_ce_filter"): True,    # proxy CE must be below the student's current CE
+    ("spd", "ce_cap"): 4.0,                # DIST_THRESHOLD
+    ("spd", "normalize"): "official",      # / #samples with a selected proxy, per micro-batch
+    ("spd", "feature_projection"): True,   # proj_768x768(CLS), freshly initialised
 }
 OFFICIAL_EFFECTIVE_BATCH = 64             # GLOBAL_BATCH_SIZE: gradients accumulated to 64 clips
 
@@ -248,8 +254,25 @@ def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None
         return {"student": c["student"], "train": c["train"], "level1": lv, "seed": c["seed"], "teacher": teacher}
     if stage == "proxy_outputs":
         return {"student": c["student"]}
+    if stage == "merge":
+        return {"student": c["student"], "merge": c["merge"], "teachers": c["level1"]["teachers"], "seed": c["seed"]}
+    if stage == "spd":
+        return {"student": c["student"], "train": c["train"], "spd": c["spd"], "teachers": c["level1"]["teachers"],
+                "seed": c["seed"]}
+    if stage == "baseline":
+        return {"student": c["student"], "train": c["train"], "level1": c["level1"], "seed": c["seed"]}
+    if stage == "evaluate":
+        return {"student": c["student"], "eval": c["eval"]}
     raise ValueError(f"unknown stage {stage!r}")
 
 
 def full_clip_settings(config: dict, ds: str) -> ClipSettings:
     return from_dict(ClipSettings, dataset_config(config, ds)["clips"], where="clips")
+
+
+def parse_student(d: dict) -> StudentSettings:
+    return from_dict(StudentSettings, {**d, "train_jitter": tuple(d["train_jitter"])}, where="student")
+
+
+def parse_train(d: dict) -> TrainSettings:
+    return from_dict(TrainSettings, {**d, "lr_steps": tuple(d["lr_steps"]), "lr_factors": tuple(d["lr_factors"])}, where="train")

@@ -42,8 +42,10 @@ class ClipSource:
         return np.asarray(self._frames[int(self.rows[i])])
 
 
-def make_view(frames: np.ndarray, settings: StudentSettings, *, train: bool, rng: np.random.Generator | None = None) -> torch.Tensor:
-    """uint8 [T, S, S, 3] -> normalised float [3, T, I, I]."""
+def make_view(frames: np.ndarray, settings: StudentSettings, *, train: bool, rng: np.random.Generator | None = None,
+              crop: int = 1) -> torch.Tensor:
+    """uint8 [T, S, S, 3] -> normalised float [3, T, I, I]. Eval crop 0 / 1 / 2: left, centre,
+    right along the width (the 3-crop test protocol), vertically centred."""
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255)
     I = settings.input_size
     lo, hi = settings.train_jitter
@@ -58,7 +60,8 @@ def make_view(frames: np.ndarray, settings: StudentSettings, *, train: bool, rng
             x = x.flip(-1)
     else:
         o = (J - I) // 2
-        x = x[..., o:o + I, o:o + I]
+        left = (0, o, J - I)[crop]
+        x = x[..., o:o + I, left:left + I]
     x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     return x.transpose(0, 1).contiguous()
 
@@ -66,9 +69,10 @@ def make_view(frames: np.ndarray, settings: StudentSettings, *, train: bool, rng
 class ClipBatches(Dataset):
     """Item i = batch i of an epoch: {"clip" [B,3,T,I,I], "label" [B], "index" [B]}."""
 
-    def __init__(self, source: ClipSource, labels, settings: StudentSettings, batches, *, epoch: int, seed: int, train: bool):
+    def __init__(self, source: ClipSource, labels, settings: StudentSettings, batches, *, epoch: int, seed: int, train: bool,
+                 crop: int = 1):
         self.source, self.labels, self.s = source, np.asarray(labels), settings
-        self.batches, self.epoch, self.seed, self.train = batches, epoch, seed, train
+        self.batches, self.epoch, self.seed, self.train, self.crop = batches, epoch, seed, train, crop
 
     def __len__(self):
         return len(self.batches)
@@ -78,6 +82,6 @@ class ClipBatches(Dataset):
         clips = []
         for i in idx:
             rng = np.random.default_rng([self.seed, self.epoch, int(i)]) if self.train else None
-            clips.append(make_view(self.source[int(i)], self.s, train=self.train, rng=rng))
+            clips.append(make_view(self.source[int(i)], self.s, train=self.train, rng=rng, crop=self.crop))
         return {"clip": torch.stack(clips), "label": torch.as_tensor(self.labels[idx], dtype=torch.long),
                 "index": torch.as_tensor(np.asarray(idx), dtype=torch.long)}

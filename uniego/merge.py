@@ -17,29 +17,44 @@ from uniego.errors import UniegoError
 STRATEGIES = ("model", "layer", "parameter", "average", "best")
 
 
-def merge_states(states: list[dict], alpha) -> dict:
-    """Eq. 2. states: R state dicts with the same keys and shapes; alpha: a tensor [R] used for
-    every key, or a dict key -> tensor [R]. Floating tensors are blended (differentiably in
-    alpha); other tensors must be equal across proxies and are copied."""
+def stack_states(states: list[dict]) -> dict:
+    """R state dicts -> {key: [R, ...] floating stack, or the shared non-float tensor}."""
     keys = list(states[0])
     for r, s in enumerate(states[1:], 1):
         if list(s) != keys:
             diff = sorted(set(s) ^ set(keys))[:5]
             raise UniegoError(f"proxy {r} has other state keys than proxy 0 ({diff})", stage="merge")
-    merged = {}
+    stacked = {}
     for key in keys:
-        a = alpha[key] if isinstance(alpha, dict) else alpha
         tensors = [s[key] for s in states]
         if any(t.shape != tensors[0].shape for t in tensors):
             raise UniegoError(f"cannot merge {key}: shapes {[tuple(t.shape) for t in tensors]}", stage="merge")
         if tensors[0].is_floating_point():
-            stacked = torch.stack(tensors)  # [R, ...]
-            merged[key] = (a.to(stacked.dtype).reshape(-1, *[1] * (stacked.ndim - 1)) * stacked).sum(0)
+            stacked[key] = torch.stack(tensors)
+        elif any(not torch.equal(t, tensors[0]) for t in tensors):
+            raise UniegoError(f"cannot merge non-float tensor {key}: it differs between proxies", stage="merge")
         else:
-            if any(not torch.equal(t, tensors[0]) for t in tensors):
-                raise UniegoError(f"cannot merge non-float tensor {key}: it differs between proxies", stage="merge")
-            merged[key] = tensors[0]
-    return merged
+            stacked[key] = tensors[0]
+    return stacked
+
+
+def blend(stacked: dict, alpha) -> dict:
+    """sum_r alpha_r theta_r for every floating stack (alpha [R] or {key: [R]}); others copied."""
+    out = {}
+    for key, t in stacked.items():
+        if t.is_floating_point():
+            a = alpha[key] if isinstance(alpha, dict) else alpha
+            out[key] = (a.to(t.dtype).reshape(-1, *[1] * (t.ndim - 1)) * t).sum(0)
+        else:
+            out[key] = t
+    return out
+
+
+def merge_states(states: list[dict], alpha) -> dict:
+    """Eq. 2: theta = sum_r alpha_r theta_r. states: R state dicts with the same keys and
+    shapes; alpha: a tensor [R] for every key, or a dict key -> tensor [R]. Floating tensors are
+    blended (differentiably in alpha); other tensors must be equal across proxies and are copied."""
+    return blend(stack_states(states), alpha)
 
 
 def layer_group(key: str) -> str:

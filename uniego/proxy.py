@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from uniego import __version__
 from uniego.cache import ArraySpec, StoreWriter, open_store, read_array
-from uniego.config import ComputeSettings, Level1Settings, StudentSettings, TrainSettings, from_dict
+from uniego.config import ComputeSettings, Level1Settings, StudentSettings, from_dict, parse_student, parse_train
 from uniego.data import ClipBatches, ClipSource
 from uniego.engine import _identity, train
 from uniego.errors import UniegoError
@@ -57,9 +57,7 @@ def _atomic_save(obj, path: Path) -> None:
 def train_proxy(manifest: str, clips: str, features: str, out: str, settings: dict, *,
                 compute: ComputeSettings = ComputeSettings(), code_version: str = "") -> Path:
     """Train the proxy of `settings['teacher']` on the train split; write `out` (.pt)."""
-    student = from_dict(StudentSettings, {**settings["student"], "train_jitter": tuple(settings["student"]["train_jitter"])}, where="student")
-    tr = settings["train"]
-    train_s = from_dict(TrainSettings, {**tr, "lr_steps": tuple(tr["lr_steps"]), "lr_factors": tuple(tr["lr_factors"])}, where="train")
+    student, train_s = parse_student(settings["student"]), parse_train(settings["train"])
     lv = from_dict(Level1Settings, settings["level1"], where="level1")
     seed, teacher = settings["seed"], settings["teacher"]
     table, classes = read_manifest(manifest)
@@ -112,11 +110,12 @@ def encoder_from_checkpoint(obj: dict, student: StudentSettings):
 
 
 @torch.inference_mode()
-def predict(encoder, source: ClipSource, student: StudentSettings, *, device, batch_size: int = 8, workers: int = 0):
-    """CLS features [N, D] and logits [N, C] on the deterministic eval view, in source order."""
+def predict(encoder, source: ClipSource, student: StudentSettings, *, device, batch_size: int = 8, workers: int = 0,
+            crop: int = 1):
+    """CLS features [N, D] and logits [N, C] on a deterministic eval view, in source order."""
     batches = [np.arange(i, min(i + batch_size, len(source))) for i in range(0, len(source), batch_size)]
-    loader = DataLoader(ClipBatches(source, np.zeros(len(source), np.int64), student, batches, epoch=0, seed=0, train=False),
-                        batch_size=None, collate_fn=_identity, num_workers=workers)
+    loader = DataLoader(ClipBatches(source, np.zeros(len(source), np.int64), student, batches, epoch=0, seed=0, train=False,
+                                    crop=crop), batch_size=None, collate_fn=_identity, num_workers=workers)
     encoder.eval().to(device)
     feats, logits = [], []
     for batch in loader:
@@ -129,7 +128,7 @@ def predict(encoder, source: ClipSource, student: StudentSettings, *, device, ba
 def export_proxy_outputs(manifest: str, clips: str, proxy: str, out: str, settings: dict, *,
                          compute: ComputeSettings = ComputeSettings(), code_version: str = "") -> Path:
     """Write `feature` [N_train, D] and `logits` [N_train, C] of a proxy into a store."""
-    student = from_dict(StudentSettings, {**settings["student"], "train_jitter": tuple(settings["student"]["train_jitter"])}, where="student")
+    student = parse_student(settings["student"])
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
     obj = load_proxy(proxy)

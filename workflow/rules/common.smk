@@ -15,10 +15,17 @@ except UniegoError as _e:
 VIEWS = ["ego", "exo", "skeleton"]
 
 
+STRATEGIES = ["model", "layer", "parameter", "average", "best"]
+BASELINES = ["ego", "naive_mtd"]
+
+
 wildcard_constraints:
     ds="|".join(config["datasets"]),
     teacher="|".join(TEACHERS),
     view="|".join(VIEWS),
+    strategy="|".join(STRATEGIES),
+    baseline="|".join(BASELINES),
+    model="uniego|(baseline|proxy|merge)_[a-z_]+",
 
 
 def settings(stage, **kw):
@@ -31,6 +38,9 @@ CODE = {
     "manifest": code_version("uniego.manifest"),
     "clips": code_version("uniego.clips", "uniego.video", "uniego.cache"),
     "extract": code_version("uniego.extract", "uniego.teachers", "uniego.models", "uniego.cache"),
+    "level2": code_version("uniego.level2", "uniego.baselines", "uniego.merge", "uniego.spd", "uniego.engine",
+                           "uniego.data", "uniego.student", "uniego.losses", "uniego.proxy", "uniego.models"),
+    "evaluate": code_version("uniego.evaluate", "uniego.metrics", "uniego.data", "uniego.proxy", "uniego.models"),
     "level1": code_version("uniego.proxy", "uniego.engine", "uniego.data", "uniego.student", "uniego.losses",
                            "uniego.models", "uniego.cache"),
 }
@@ -57,6 +67,49 @@ def weights_file(wc):
     """The teacher's local weights file, so replacing it reruns the extraction."""
     w = dataset_config(config, wc.ds)["teachers"][wc.teacher]["weights"]
     return [] if w == "random" or w.startswith("hub:") else [w]
+
+
+def level1_teachers(ds):
+    return dataset_config(config, ds)["level1"]["teachers"]
+
+
+def proxy_inputs(wc):
+    return {f"proxy_{t}": f"results/{wc.ds}/proxies/{t}.pt" for t in level1_teachers(wc.ds)}
+
+
+def proxy_output_inputs(wc):
+    return {f"outputs_{t}": f"results/{wc.ds}/proxies/{t}.outputs.zarr" for t in level1_teachers(wc.ds)}
+
+
+def baseline_inputs(wc):
+    if wc.baseline == "ego":
+        return {}
+    return {f"features_{t}": f"results/{wc.ds}/features/{t}.zarr" for t in level1_teachers(wc.ds)}
+
+
+def pairs(wc, input, kind):
+    """TEACHER=PATH words for the CLI, in the configured teacher order."""
+    return " ".join(f"{t}={input[f'{kind}_{t}']}" for t in level1_teachers(wc.ds) if f"{kind}_{t}" in input.keys())
+
+
+def spd_init(wc):
+    return f"results/{wc.ds}/merge/{dataset_config(config, wc.ds)['spd']['init']}.pt"
+
+
+def model_checkpoint(wc):
+    """eval/{model}: uniego, baseline_<name>, proxy_<teacher>, merge_<strategy>."""
+    m = wc.model
+    if m == "uniego":
+        return f"results/{wc.ds}/uniego.pt"
+    kind, name = m.split("_", 1)
+    folder = {"baseline": "baselines", "proxy": "proxies", "merge": "merge"}[kind]
+    return f"results/{wc.ds}/{folder}/{name}.pt"
+
+
+def recognition_targets(ds):
+    models = (["uniego"] + [f"baseline_{b}" for b in BASELINES] + [f"proxy_{t}" for t in level1_teachers(ds)]
+              + [f"merge_{s}" for s in STRATEGIES])
+    return [f"results/{ds}/eval/{m}/recognition.json" for m in models]
 
 
 def dataset_targets(ds):

@@ -1,0 +1,74 @@
+"""Level II on real (tiny) proxies: the merge strategies and SPD's bookkeeping."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_level1 import SETTINGS
+from uniego.config import ComputeSettings, TeacherSettings
+from uniego.extract import extract
+from uniego.level2 import run_merge, run_spd
+from uniego.proxy import export_proxy_outputs, train_proxy
+
+CPU = ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=4)
+TEACHERS = ["exo_skl", "ego_dino"]
+ARCH = {"exo_skl": "stgcn_test", "ego_dino": "dinov2_test"}
+
+
+@pytest.fixture(scope="module")
+def proxies(tiny_data, tmp_path_factory):
+    base = tmp_path_factory.mktemp("level2")
+    paths, outputs = {}, {}
+    for i, t in enumerate(TEACHERS):
+        feats = extract(tiny_data["manifest"], tiny_data["clips"], base / f"{t}.zarr", TeacherSettings(t, ARCH[t], "random"), compute=CPU)
+        s = copy.deepcopy(SETTINGS)
+        s.update(teacher=t, seed=10 + i)
+        s["train"]["epochs"] = 2
+        paths[t] = str(train_proxy(tiny_data["manifest"], tiny_data["clips"]["ego"], str(feats), str(base / f"{t}.pt"), s, compute=CPU))
+        outputs[t] = str(export_proxy_outputs(tiny_data["manifest"], tiny_data["clips"]["ego"], paths[t], str(base / f"{t}.outputs.zarr"),
+                                              {"student": SETTINGS["student"]}, compute=CPU))
+    return base, paths, outputs
+
+
+def merge_settings(**merge):
+    return {"student": SETTINGS["student"], "merge": {"lr": 0.02, "weight_decay": 0.01, "epochs": 1, "batch_size": 4, **merge},
+            "teachers": TEACHERS, "seed": 0}
+
+
+def test_average_best_and_learned_merges(tiny_data, proxies, tmp_path):
+    base, paths, _ = proxies
+    enc = [torch.load(paths[t], weights_only=True)["encoder"] for t in TEACHERS]
+    avg = torch.load(run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "average", tmp_path / "average.pt",
+                               merge_settings(), compute=CPU), weights_only=True)
+    for k in enc[0]:
+        torch.testing.assert_close(avg["encoder"][k], (enc[0][k] + enc[1][k]) / 2)
+    best = torch.load(run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "best", tmp_path / "best.pt",
+                                merge_settings(), compute=CPU), weights_only=True)
+    winner = TEACHERS.index(best["meta"]["best_by_val_top1"])
+    assert winner == int(np.argmax(best["meta"]["val_top1"]))
+    for k in enc[0]:
+        assert torch.equal(best["encoder"][k], enc[winner][k]), k
+    learned = torch.load(run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "layer", tmp_path / "layer.pt",
+                                   merge_settings(), compute=CPU), weights_only=True)
+    alpha = np.array(learned["meta"]["alpha"]["alpha"])
+    assert alpha.shape == (len(learned["meta"]["alpha"]["groups"]), 2)
+    assert np.allclose(alpha.sum(1), 1) and (alpha > 0).all() and not np.allclose(alpha, 0.5)  # moved, on the simplex
+    assert (tmp_path / "layer.run" / "metrics.jsonl").exists()
+
+
+def test_spd_records_selections(tiny_data, proxies, tmp_path):
+    base, paths, outputs = proxies
+    merged = run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "average", tmp_path / "avg.pt", merge_settings(), compute=CPU)
+    spd = {"init": "average", "k": 1, "mode": "topk", "beta_feat": 5.0, "beta_logit": 1.0, "beta_cls": 1.0, "tau": 1.0,
+           "student_ce_filter": False, "ce_cap": None, "normalize": "paper", "feature_projection": False}
+    settings = {"student": SETTINGS["student"], "train": {**SETTINGS["train"], "epochs": 2}, "spd": spd, "teachers": TEACHERS, "seed": 0}
+    out = torch.load(run_spd(tiny_data["manifest"], tiny_data["clips"]["ego"], str(merged), outputs, tmp_path / "uniego.pt",
+                             settings, compute=CPU), weights_only=True)
+    sel = out["meta"]["selection"]
+    per_class = np.array(sel["per_class"])
+    assert per_class.shape == (9, 2)
+    assert per_class.sum(0).tolist() == [sel["per_proxy"][t] for t in TEACHERS]
+    assert sum(sel["per_proxy"].values()) <= sel["samples_seen"]  # k = 1: at most one proxy per sample
+    assert out["meta"]["method"] == "uniego" and "proj" not in out

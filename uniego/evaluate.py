@@ -1,0 +1,46 @@
+"""Recognition on the test split: logits summed over the spatial crops (the temporal view is
+the cached clip, sampled uniformly over the whole segment); top-1 and top-5 in percent."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from uniego.config import ComputeSettings, parse_student
+from uniego.data import ClipSource
+from uniego.errors import UniegoError
+from uniego.extract import resolve_device
+from uniego.manifest import manifest_sha256, read_manifest
+from uniego.metrics import topk_accuracy
+from uniego.proxy import encoder_from_checkpoint, load_proxy, predict
+
+
+def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settings: dict, *,
+                         compute: ComputeSettings = ComputeSettings(), name: str = "") -> dict:
+    student, crops = parse_student(settings["student"]), settings["eval"]["spatial_crops"]
+    table, classes = read_manifest(manifest)
+    sha = manifest_sha256(manifest)
+    obj = load_proxy(model)
+    if obj["meta"].get("manifest_sha256") not in (None, sha):
+        raise UniegoError(f"{model} was trained on another manifest; retrain it", stage="evaluate")
+    rows = np.flatnonzero(table.split.to_numpy() == "test")
+    if len(rows) == 0:
+        raise UniegoError("the manifest has no test samples", stage="evaluate")
+    source = ClipSource(clips, list(table.sample_id.iloc[rows]), manifest_sha256=sha)
+    encoder = encoder_from_checkpoint(obj, student)
+    views = (1,) if crops == 1 else (0, 1, 2)
+    logits = sum(predict(encoder, source, student, device=resolve_device(compute), batch_size=compute.batch_size,
+                         workers=compute.workers, crop=c)[1] for c in views)
+    y = table.label.to_numpy()[rows]
+    result = {"model": name or Path(model).stem, "checkpoint": str(model), "top1": topk_accuracy(logits, y, 1),
+              "top5": topk_accuracy(logits, y, 5), "n": int(len(rows)), "views": f"1x{len(views)}",
+              "method": obj["meta"].get("method") or obj["meta"].get("kind"), "seed": obj["meta"].get("seed")}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out)
+    return result

@@ -1,0 +1,191 @@
+"""Level II: merge the proxies (eq. 2), then Selective Proxy Distillation (eq. 4-6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from uniego import __version__
+from uniego.cache import read_array
+from uniego.config import ComputeSettings, TrainSettings, parse_student, parse_train
+from uniego.data import ClipBatches, ClipSource
+from uniego.engine import train
+from uniego.errors import UniegoError
+from uniego.extract import resolve_device
+from uniego.manifest import manifest_sha256, read_manifest
+from uniego.merge import MergeWeights, blend, stack_states
+from uniego.metrics import topk_accuracy
+from uniego.proxy import _atomic_save, encoder_from_checkpoint, load_proxy, predict
+from uniego.spd import select_proxies, spd_loss
+from uniego.teachers.registry import get_teacher
+
+LEARNED = ("model", "layer", "parameter")
+
+
+class MergeTask:
+    """Eq. 2 learned: CE of the merged model, alpha the only trainable tensor; the R proxy
+    weights are stacked once and blended into one state dict per step (functional_call)."""
+
+    def __init__(self, base: nn.Module, stacked: dict, weights: MergeWeights):
+        self.model, self.base, self.stacked = weights, base.eval().requires_grad_(False), stacked
+        self._device = None
+
+    def step(self, batch: dict) -> dict:
+        dev = batch["clip"].device
+        if self._device != dev:
+            self.stacked = {k: v.to(dev) for k, v in self.stacked.items()}
+            self.base.to(dev)
+            self._device = dev
+        logits = functional_call(self.base, blend(self.stacked, self.model.per_key()), (batch["clip"],))
+        ce = F.cross_entropy(logits, batch["label"])
+        return {"loss": ce, "cls_loss": ce.detach()}
+
+
+def _proxies(paths: dict, teachers: list[str], sha: str) -> list[dict]:
+    objs = []
+    for t in teachers:
+        obj = load_proxy(paths[t])
+        if obj["meta"]["manifest_sha256"] != sha:
+            raise UniegoError(f"proxy {paths[t]} was trained on another manifest; retrain it", stage="merge")
+        objs.append(obj)
+    return objs
+
+
+def _split_source(table, split: str, clips: str, sha: str):
+    rows = np.flatnonzero(table.split.to_numpy() == split)
+    if len(rows) == 0:
+        raise UniegoError(f"the manifest has no {split} samples", stage="level2")
+    return rows, ClipSource(clips, list(table.sample_id.iloc[rows]), manifest_sha256=sha)
+
+
+def run_merge(manifest: str, clips: str, proxies: dict, strategy: str, out: str, settings: dict, *,
+              compute: ComputeSettings = ComputeSettings(), code_version: str = "") -> Path:
+    """Merge the proxies of settings['teachers'] (in that order) with `strategy`; write `out`."""
+    student, m, teachers, seed = parse_student(settings["student"]), settings["merge"], settings["teachers"], settings["seed"]
+    table, classes = read_manifest(manifest)
+    sha = manifest_sha256(manifest)
+    objs = _proxies(proxies, teachers, sha)
+    stacked = stack_states([o["encoder"] for o in objs])
+    base = encoder_from_checkpoint(objs[0], student)
+    keys = [k for k, v in stacked.items() if v.is_floating_point()]
+    device = resolve_device(compute)
+    best, val_acc = None, None
+    if strategy == "best":
+        rows, source = _split_source(table, "val", clips, sha)
+        y = table.label.to_numpy()[rows]
+        val_acc = [topk_accuracy(predict(encoder_from_checkpoint(o, student), source, student, device=device,
+                                         batch_size=compute.batch_size, workers=compute.workers)[1], y) for o in objs]
+        best = int(np.argmax(val_acc))
+    weights = MergeWeights(keys, len(objs), strategy, best=best)
+    out = Path(out)
+    if strategy in LEARNED:
+        rows, source = _split_source(table, "train", clips, sha)
+        labels = table.label.to_numpy()[rows]
+        s = TrainSettings(epochs=m["epochs"], lr=m["lr"], lr_steps=(0,), lr_factors=(1.0,), momentum=0.0, nesterov=False,
+                          weight_decay=m["weight_decay"], batch_size=m["batch_size"])
+        identity = {"strategy": strategy, "proxies": [o["meta"].get("final_metrics") for o in objs], "manifest": sha,
+                    "teachers": teachers, "code_version": code_version}
+        train(MergeTask(base, stacked, weights), lambda b, e: ClipBatches(source, labels, student, b, epoch=e, seed=seed, train=True),
+              len(rows), s, out.with_name(out.stem + ".run"), seed=seed, identity=identity, device=device,
+              precision=compute.precision, workers=compute.workers, desc=f"merge {strategy}", optimizer="adam")
+    merged = blend({k: v.cpu() for k, v in stacked.items()}, {k: a.detach().cpu() for k, a in weights.per_key().items()})
+    meta = {"kind": "merged", "strategy": strategy, "teachers": teachers, "alpha": weights.cpu().to_json(),
+            "best_by_val_top1": None if best is None else teachers[best], "val_top1": val_acc,
+            "classes": classes, "num_frames": objs[0]["meta"]["num_frames"], "merge": m, "seed": seed,
+            "manifest_sha256": sha, "code_version": code_version, "uniego_version": __version__}
+    _atomic_save({"encoder": {k: v.contiguous() for k, v in merged.items()}, "meta": json.loads(json.dumps(meta))}, out)
+    return out
+
+
+class SPDModel(nn.Module):
+    def __init__(self, encoder: nn.Module, feature_projection: bool):
+        super().__init__()
+        self.encoder = encoder
+        d = encoder.embed_dim
+        self.proj = nn.Linear(d, d) if feature_projection else None
+        if self.proj is not None:
+            nn.init.trunc_normal_(self.proj.weight, std=0.02)
+            nn.init.zeros_(self.proj.bias)
+
+    def forward(self, clip):
+        h = self.encoder.forward_features(clip)
+        return (h if self.proj is None else self.proj(h)), self.encoder.head(h)
+
+
+class SPDTask:
+    """Eq. 4-6 on a batch, against the proxies' cached outputs; counts the selections."""
+
+    def __init__(self, model: SPDModel, h_p: torch.Tensor, z_p: torch.Tensor, views: list[str], spd: dict, num_classes: int):
+        self.model, self.h_p, self.z_p, self.views, self.s = model, h_p, z_p, views, spd
+        self.counts = torch.zeros(h_p.shape[0])
+        self.class_counts = torch.zeros(num_classes, h_p.shape[0])
+        self.samples = 0
+
+    def step(self, batch: dict) -> dict:
+        u, z = self.model(batch["clip"])
+        idx, y = batch["index"], batch["label"]
+        h_p, z_p = self.h_p.to(u.device)[:, idx], self.z_p.to(u.device)[:, idx]
+        s = self.s
+        student_ce = F.cross_entropy(z.detach().float(), y, reduction="none") if s["student_ce_filter"] else None
+        sel = select_proxies(z_p, y, s["k"], mode=s["mode"], views=self.views, student_ce=student_ce, ce_cap=s["ce_cap"])
+        self.counts += sel.sum(0).float().cpu()
+        self.class_counts.index_add_(0, y.cpu(), sel.float().cpu())
+        self.samples += len(y)
+        return spd_loss(u, z, h_p, z_p, y, sel, beta_feat=s["beta_feat"], beta_logit=s["beta_logit"], beta_cls=s["beta_cls"],
+                        tau=s["tau"], normalize=s["normalize"])
+
+    def epoch_end(self) -> dict:
+        out = {"selected_per_proxy": self.counts.tolist(), "selected_per_class": self.class_counts.tolist(),
+               "samples_seen": self.samples}
+        self.counts.zero_()
+        self.class_counts.zero_()
+        self.samples = 0
+        return out
+
+
+def run_spd(manifest: str, clips: str, merged: str, outputs: dict, out: str, settings: dict, *,
+            compute: ComputeSettings = ComputeSettings(), code_version: str = "") -> Path:
+    """SPD from the merged initialisation against the proxies' cached outputs; write `out`."""
+    student, train_s = parse_student(settings["student"]), parse_train(settings["train"])
+    spd, teachers, seed = settings["spd"], settings["teachers"], settings["seed"]
+    table, classes = read_manifest(manifest)
+    sha = manifest_sha256(manifest)
+    rows, source = _split_source(table, "train", clips, sha)
+    ids = list(table.sample_id.iloc[rows])
+    feats, logits = [], []
+    for t in teachers:
+        f, _ = read_array(outputs[t], "feature", manifest_sha256=sha, sample_ids=ids, stage="spd")
+        z, _ = read_array(outputs[t], "logits", manifest_sha256=sha, sample_ids=ids, stage="spd")
+        feats.append(f)
+        logits.append(z)
+    h_p, z_p = torch.from_numpy(np.stack(feats)).float(), torch.from_numpy(np.stack(logits)).float()
+    init = load_proxy(merged)
+    model = SPDModel(encoder_from_checkpoint(init, student), spd["feature_projection"])
+    task = SPDTask(model, h_p, z_p, [get_teacher(t).view for t in teachers], spd, len(classes))
+    labels = table.label.to_numpy()[rows]
+    out = Path(out)
+    run_dir = out.with_name(out.stem + ".run")
+    identity = {"merged": init["meta"].get("alpha"), "teachers": teachers, "spd": spd, "manifest": sha, "code_version": code_version}
+    train(task, lambda b, e: ClipBatches(source, labels, student, b, epoch=e, seed=seed, train=True), len(rows), train_s,
+          run_dir, seed=seed, identity=identity, device=resolve_device(compute), precision=compute.precision,
+          workers=compute.workers, desc="spd")
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    per_proxy = np.sum([e["selected_per_proxy"] for e in epochs], axis=0).tolist()
+    per_class = np.sum([e["selected_per_class"] for e in epochs], axis=0).tolist()
+    meta = {"kind": "student", "method": "uniego", "teachers": teachers, "classes": classes, "num_frames": init["meta"]["num_frames"],
+            "init": str(merged), "spd": spd, "train": train_s.__dict__, "seed": seed, "manifest_sha256": sha,
+            "selection": {"per_proxy": dict(zip(teachers, per_proxy)), "per_class": per_class,
+                          "samples_seen": int(sum(e["samples_seen"] for e in epochs))},
+            "final_metrics": {k: v for k, v in epochs[-1].items() if not k.startswith("selected_per")},
+            "code_version": code_version, "uniego_version": __version__}
+    obj = {"encoder": model.encoder.cpu().state_dict(), "meta": json.loads(json.dumps(meta))}
+    if model.proj is not None:
+        obj["proj"] = model.proj.cpu().state_dict()
+    _atomic_save(obj, out)
+    return out

@@ -1,0 +1,78 @@
+# Level II: merge the proxies (eq. 2), SPD (eq. 4-6), and the baselines with the same engine.
+
+
+rule merge:
+    input:
+        unpack(proxy_inputs),
+        manifest="results/{ds}/manifest.parquet",
+        clips="results/{ds}/clips/ego.zarr",
+    output:
+        "results/{ds}/merge/{strategy}.pt",
+    params:
+        settings=settings("merge"),
+        code=CODE["level2"],
+        proxies=lambda wc, input: pairs(wc, input, "proxy"),
+    threads: 2
+    resources:
+        gpu=1,
+        batch_size=compute_setting("batch_size"),
+        device=compute_setting("device"),
+        precision=compute_setting("precision"),
+    log:
+        "logs/{ds}/merge/{strategy}.log",
+    shell:
+        "uniego merge --settings {params.settings:q} --strategy {wildcards.strategy} --manifest {input.manifest:q} "
+        "--clips {input.clips:q} --proxies {params.proxies} --out {output:q} --workers {threads} "
+        "--batch-size {resources.batch_size} --device {resources.device} --precision {resources.precision} "
+        "--code-version {params.code:q} > {log:q} 2>&1"
+
+
+rule spd:
+    input:
+        unpack(proxy_output_inputs),
+        manifest="results/{ds}/manifest.parquet",
+        clips="results/{ds}/clips/ego.zarr",
+        init=spd_init,
+    output:
+        "results/{ds}/uniego.pt",
+    params:
+        settings=settings("spd"),
+        code=CODE["level2"],
+        outputs=lambda wc, input: pairs(wc, input, "outputs"),
+    threads: 2
+    resources:
+        gpu=1,
+        device=compute_setting("device"),
+        precision=compute_setting("precision"),
+    log:
+        "logs/{ds}/spd.log",
+    benchmark:
+        "benchmarks/rules/{ds}/spd.tsv"
+    shell:
+        "uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
+        "--init {input.init:q} --outputs {params.outputs} --out {output:q} --workers {threads} "
+        "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+
+
+rule baseline:
+    input:
+        unpack(baseline_inputs),
+        manifest="results/{ds}/manifest.parquet",
+        clips="results/{ds}/clips/ego.zarr",
+    output:
+        "results/{ds}/baselines/{baseline}.pt",
+    params:
+        settings=settings("baseline"),
+        code=CODE["level2"],
+        features=lambda wc, input: pairs(wc, input, "features"),
+    threads: 2
+    resources:
+        gpu=1,
+        device=compute_setting("device"),
+        precision=compute_setting("precision"),
+    log:
+        "logs/{ds}/baselines/{baseline}.log",
+    shell:
+        "uniego baseline --settings {params.settings:q} --name {wildcards.baseline} --manifest {input.manifest:q} "
+        "--clips {input.clips:q} --features {params.features} --out {output:q} --workers {threads} "
+        "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
