@@ -131,6 +131,12 @@ def cmd_evaluate(args):
     print(f"{r['model']}: top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}  ({r['n']} test clips, {r['views']} views)")
 
 
+def cmd_report(args):
+    from uniego.report import write_report
+
+    write_report(args.dataset or "dataset", args.recognition, args.out)
+
+
 def _compute_args(p):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=8, help="inference batch (training batch is train.batch_size)")
@@ -246,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="recognition.json")
     _compute_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="write results/{ds}/report.md from the evaluation files")
+    p.add_argument("--dataset", default="")
+    p.add_argument("--recognition", nargs="+", required=True, help="recognition.json files")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("inspect", help="shape, chunks, compression, provenance and statistics of a store")
     p.add_argument("store")

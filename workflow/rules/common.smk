@@ -40,6 +40,7 @@ CODE = {
     "extract": code_version("uniego.extract", "uniego.teachers", "uniego.models", "uniego.cache"),
     "level2": code_version("uniego.level2", "uniego.baselines", "uniego.merge", "uniego.spd", "uniego.engine",
                            "uniego.data", "uniego.student", "uniego.losses", "uniego.proxy", "uniego.models"),
+    "report": code_version("uniego.report"),
     "evaluate": code_version("uniego.evaluate", "uniego.metrics", "uniego.data", "uniego.proxy", "uniego.models"),
     "level1": code_version("uniego.proxy", "uniego.engine", "uniego.data", "uniego.student", "uniego.losses",
                            "uniego.models", "uniego.cache"),

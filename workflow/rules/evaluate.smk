@@ -22,3 +22,16 @@ rule recognition:
         "uniego evaluate --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
         "--model {input.model:q} --name {wildcards.model} --out {output:q} --workers {threads} "
         "--batch-size {resources.batch_size} --device {resources.device} --precision {resources.precision} > {log:q} 2>&1"
+
+
+rule report:
+    input:
+        recognition=lambda wc: recognition_targets(wc.ds),
+    output:
+        "results/{ds}/report.md",
+    params:
+        code=CODE["report"],
+    log:
+        "logs/{ds}/report.log",
+    shell:
+        "uniego report --dataset {wildcards.ds} --recognition {input.recognition:q} --out {output:q} > {log:q} 2>&1"
