@@ -72,3 +72,19 @@ def test_spd_records_selections(tiny_data, proxies, tmp_path):
     assert per_class.sum(0).tolist() == [sel["per_proxy"][t] for t in TEACHERS]
     assert sum(sel["per_proxy"].values()) <= sel["samples_seen"]  # k = 1: at most one proxy per sample
     assert out["meta"]["method"] == "uniego" and "proj" not in out
+
+
+def test_evaluation_refuses_a_model_from_another_manifest(tiny_data, proxies, tmp_path):
+    from uniego.errors import UniegoError
+    from uniego.evaluate import evaluate_recognition
+    _, paths, _ = proxies
+    settings = {"student": SETTINGS["student"], "eval": {"spatial_crops": 3}}
+    r = evaluate_recognition(tiny_data["manifest"], tiny_data["clips"]["ego"], paths["exo_skl"], tmp_path / "ok.json", settings, compute=CPU)
+    assert r["n"] == 9 and r["views"] == "1x3" and 0 <= r["top1"] <= r["top5"] <= 100
+    obj = torch.load(paths["exo_skl"], weights_only=True)
+    obj["meta"]["manifest_sha256"] = "0" * 64
+    torch.save(obj, tmp_path / "stale.pt")
+    with pytest.raises(UniegoError, match="another manifest"):
+        evaluate_recognition(tiny_data["manifest"], tiny_data["clips"]["ego"], str(tmp_path / "stale.pt"), tmp_path / "x.json",
+                             settings, compute=CPU)
+    assert not (tmp_path / "x.json").exists()

@@ -24,8 +24,8 @@ def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settin
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
     obj = load_proxy(model)
-    if obj["meta"].get("manifest_sha256") not in (None, sha):
-        raise UniegoError(f"{model} was trained on another manifest; retrain it", stage="evaluate")
+    if obj["meta"].get("manifest_sha256") != sha:
+        raise UniegoError(f"{model} was trained on another manifest (or records none); retrain it", stage="evaluate")
     rows = np.flatnonzero(table.split.to_numpy() == "test")
     if len(rows) == 0:
         raise UniegoError("the manifest has no test samples", stage="evaluate")

@@ -166,6 +166,8 @@ def run_spd(manifest: str, clips: str, merged: str, outputs: dict, out: str, set
         logits.append(z)
     h_p, z_p = torch.from_numpy(np.stack(feats)).float(), torch.from_numpy(np.stack(logits)).float()
     init = load_proxy(merged)
+    if init["meta"].get("manifest_sha256") != sha:
+        raise UniegoError(f"{merged} was built from another manifest; rebuild it", stage="spd")
     model = SPDModel(encoder_from_checkpoint(init, student), spd["feature_projection"])
     task = SPDTask(model, h_p, z_p, [get_teacher(t).view for t in teachers], spd, len(classes))
     labels = table.label.to_numpy()[rows]
