@@ -99,3 +99,17 @@ def test_schedule_batches_and_fidelity(config):
     assert paper["level1"]["lambda_feat"] == 5.0 and official["level1"]["lambda_feat"] == 1.0
     assert paper["level1"]["projection"] == "teacher" and official["level1"]["projection"] == "student"
     assert official["train"]["accumulate"] == 64 // config["train"]["batch_size"]
+
+
+def test_student_patch_size_option():
+    from uniego.config import parse_student
+    from uniego.errors import UniegoError
+    from uniego.student import build_student
+    s = parse_student({**SETTINGS["student"], "patch_size": 8})
+    m = build_student(s, 9, num_frames=4).eval()
+    assert tuple(m.patch_embed.proj.weight.shape) == (64, 3, 8, 8) and m.pos_embed.shape[1] == 1 + 16
+    with torch.no_grad():
+        assert m(torch.randn(1, 3, 4, 32, 32)).shape == (1, 9)
+    assert build_student(parse_student(SETTINGS["student"]), 9, num_frames=4).patch_embed.proj.weight.shape[-1] == 16
+    with pytest.raises(UniegoError, match="multiple of the patch size"):
+        build_student(parse_student({**SETTINGS["student"], "patch_size": 7}), 9, num_frames=4)

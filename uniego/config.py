@@ -163,6 +163,7 @@ class StudentSettings:
     init: str
     input_size: int
     train_jitter: tuple[int, int]
+    patch_size: int | None = None  # None: the architecture's own (16)
 
 
 @dataclasses.dataclass(frozen=True)

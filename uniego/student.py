@@ -25,7 +25,11 @@ def build_student(settings: StudentSettings, num_classes: int, *, num_frames: in
     if settings.arch not in BUILDERS:
         raise UniegoError(f"student.arch {settings.arch!r} unknown; choose from {', '.join(BUILDERS)}", stage="student")
     torch.manual_seed(seed)
-    model = BUILDERS[settings.arch](img_size=settings.input_size, num_frames=num_frames, num_classes=num_classes)
+    extra = {} if settings.patch_size is None else {"patch_size": settings.patch_size}
+    if settings.input_size % (settings.patch_size or 16):
+        raise UniegoError(f"student.input_size {settings.input_size} is not a multiple of the patch size "
+                          f"{settings.patch_size or 16}", stage="student")
+    model = BUILDERS[settings.arch](img_size=settings.input_size, num_frames=num_frames, num_classes=num_classes, **extra)
     init = settings.init
     if init == "random":
         return model
