@@ -64,16 +64,14 @@ def cmd_clips(args):
 
 
 def cmd_extract(args):
-    from uniego.config import ComputeSettings, TeacherSettings, from_dict
+    from uniego.config import TeacherSettings, from_dict
     from uniego.extract import extract
 
     s = _settings(args, "extract", teacher=args.teacher)
     teacher = from_dict(TeacherSettings, s["teacher"], where=f"teachers.{args.teacher}")
     if teacher.key != args.teacher:
         raise UniegoError(f"--teacher {args.teacher} but the settings are for {teacher.key}", stage="extract")
-    clip_stores = {v.split("=", 1)[0]: v.split("=", 1)[1] for v in args.clips}
-    compute = ComputeSettings(device=args.device, precision=args.precision, workers=args.workers, batch_size=args.batch_size)
-    extract(args.manifest, clip_stores, args.out, teacher, compute=compute, seed=s["seed"],
+    extract(args.manifest, _pairs(args.clips), args.out, teacher, compute=_compute(args), seed=s["seed"],
             code_version=args.code_version, chunk_samples=args.chunk_samples)
 
 
@@ -187,10 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True)
     p.add_argument("--clips", nargs="+", default=[], metavar="VIEW=STORE", help="clip caches, e.g. exo=results/demo/clips/exo.zarr")
     p.add_argument("--out", required=True)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    _compute_args(p)
     p.add_argument("--chunk-samples", type=int, default=None, help="samples per store chunk (default: ~2 MiB chunks)")
     p.set_defaults(func=cmd_extract)
 
