@@ -43,3 +43,22 @@ def test_code_version_is_stable_and_module_specific():
     assert code_version("uniego.demo") == code_version("uniego.demo")
     assert code_version("uniego.demo") != code_version("uniego.manifest")
     assert len(code_version("uniego.teachers", "uniego.models")) == 12
+
+
+def test_seed_repeats_are_datasets_of_their_own(config):
+    from uniego.config import dataset_names, seed_runs
+    from uniego.errors import UniegoError
+    config["datasets"]["demo"]["repeat_seeds"] = [1, 2]
+    assert dataset_names(config) == ["demo", "demo_seed1", "demo_seed2"]
+    assert seed_runs(config, "demo") == [(0, "demo"), (1, "demo_seed1"), (2, "demo_seed2")]
+    rep = dataset_config(config, "demo_seed2")
+    assert rep["seed"] == 2 and rep["datasets"]["demo_seed2"]["root"] == "data/demo_seed2"
+    assert rep["train"] == dataset_config(config, "demo")["train"]  # the demo's overrides carry over
+    assert stage_settings(config, "demo_seed2", "demo_data")["seed"] == 2
+    assert stage_settings(config, "demo_seed1", "manifest") == {"adapter": "demo", "root": "data/demo_seed1", "dataset": "demo_seed1"}
+    assert seed_runs(config, "demo_seed1") == [(1, "demo_seed1")]
+    with pytest.raises(UniegoError, match="unknown dataset 'demo_seed3'"):
+        dataset_config(config, "demo_seed3")
+    config["datasets"]["demo"]["repeat_seeds"] = [0, 1]
+    with pytest.raises(UniegoError, match="repeat_seeds"):
+        validate_config(config)

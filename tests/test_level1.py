@@ -113,3 +113,47 @@ def test_student_patch_size_option():
     assert build_student(parse_student(SETTINGS["student"]), 9, num_frames=4).patch_embed.proj.weight.shape[-1] == 16
     with pytest.raises(UniegoError, match="multiple of the patch size"):
         build_student(parse_student({**SETTINGS["student"], "patch_size": 7}), 9, num_frames=4)
+
+
+def test_adamw_option_matches_a_direct_adamw_loop(tmp_path):
+    """train.optimizer: adamw runs torch's AdamW on the engine's batches (the demo's choice)."""
+    from uniego.engine import train
+
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+
+    class Task:
+        def __init__(self, model):
+            self.model = model
+
+        def step(self, b):
+            loss = torch.nn.functional.cross_entropy(self.model(b["x"]), b["y"])
+            return {"loss": loss}
+
+    class Epoch(torch.utils.data.Dataset):
+        def __init__(self, batches):
+            self.batches = batches
+
+        def __len__(self):
+            return len(self.batches)
+
+        def __getitem__(self, i):
+            idx = torch.as_tensor(self.batches[i])
+            return {"x": x[idx], "y": y[idx]}
+
+    s = TrainSettings(epochs=2, lr=0.01, lr_steps=(0,), lr_factors=(1.0,), momentum=0.9, nesterov=True,
+                      weight_decay=0.05, batch_size=4, optimizer="adamw")
+    torch.manual_seed(1)
+    model = torch.nn.Linear(3, 2)
+    ref = torch.nn.Linear(3, 2)
+    ref.load_state_dict(model.state_dict())
+    train(Task(model), lambda b, e: Epoch(b), 10, s, tmp_path, seed=0, identity={})
+    opt = torch.optim.AdamW(ref.parameters(), lr=0.01, weight_decay=0.05)
+    for epoch in range(2):
+        for idx in epoch_batches(10, 4, seed=0, epoch=epoch):
+            idx = torch.as_tensor(idx)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(ref(x[idx]), y[idx]).backward()
+            opt.step()
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b)

@@ -15,3 +15,32 @@ def test_report_groups_models(tmp_path):
     order = [text.index(s) for s in ("**UNIEGO**", "**Baselines**", "**Merged", "**Level-I proxies**")]
     assert order == sorted(order)
     assert recognition_table([]).count("\n") == 1
+
+
+def _write(tmp_path, seed, rows):
+    import json
+    paths = []
+    for name, top1 in rows.items():
+        p = tmp_path / f"s{seed}_{name}.json"
+        p.write_text(json.dumps({"model": name, "top1": top1, "top5": top1 + 10, "n": 54, "views": "1x3"}))
+        paths.append(f"{seed}={p}")
+    return paths
+
+
+def test_report_gives_every_seed_and_the_mean(tmp_path):
+    import pytest
+    from uniego.errors import UniegoError
+    runs = {0: {"uniego": 50.0, "baseline_naive_mtd": 40.0, "baseline_ego": 30.0},
+            1: {"uniego": 60.0, "baseline_naive_mtd": 42.0, "baseline_ego": 35.0},
+            2: {"uniego": 55.0, "baseline_naive_mtd": 38.0, "baseline_ego": 40.0}}
+    paths = [p for s, rows in runs.items() for p in _write(tmp_path, s, rows)]
+    text = write_report("demo", paths, tmp_path / "report.md").read_text()
+    assert "| seed 0 | seed 1 | seed 2 | mean top-1 | sd | mean top-5 |" in text
+    assert "| uniego | 50.00 | 60.00 | 55.00 | 55.00 | 5.00 | 65.00 |" in text
+    assert "| baseline_ego | 30.00 | 35.00 | 40.00 | 35.00 | 5.00 | 45.00 |" in text
+    assert "55.00 / 40.00 / 35.00 -> holds" in text
+    runs[1]["baseline_ego"] = 80.0
+    paths = [p for s, rows in runs.items() for p in _write(tmp_path, s, rows)]
+    assert "does NOT hold" in write_report("demo", paths, tmp_path / "r2.md").read_text()
+    with pytest.raises(UniegoError, match="no recognition result for seed"):
+        write_report("demo", paths[:-1], tmp_path / "r3.md")

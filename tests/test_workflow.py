@@ -32,18 +32,21 @@ def planned_jobs(result) -> dict:
     return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[0] != "total"}
 
 
+STORES = [f"results/tiny/features/{t}.zarr" for t in TEACHERS]
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     work = tmp_path_factory.mktemp("clone")
     for item in ("Snakefile", "config.yaml", "workflow", "tests"):
         (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, work / item)
-    r = snakemake(work)
+    r = snakemake(work, *STORES)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return work
 
 
 def test_demo_dag_builds_every_store(built):
-    res = built / "results" / "demo"
+    res = built / "results" / "tiny"
     assert (res / "manifest.parquet").is_file()
     for view in ("ego", "exo", "skeleton"):
         assert (res / "clips" / f"{view}.zarr" / "zarr.json").is_file()
@@ -56,24 +59,37 @@ def test_demo_dag_builds_every_store(built):
     assert not list(res.rglob("*.partial"))
 
 
+def test_task_teachers_are_trained_then_extracted(built):
+    import torch
+
+    for t in ("exo_rgb", "exo_skl"):
+        ck = torch.load(built / f"results/tiny/teachers/{t}.pt", weights_only=True)
+        assert ck["meta"]["kind"] == "task_teacher" and ck["meta"]["teacher"] == t
+        attrs = xr.open_zarr(built / f"results/tiny/features/{t}.zarr").attrs
+        assert attrs["weights"] == f"results/tiny/teachers/{t}.pt"
+        assert attrs["task_teacher"]["val_top1"] == ck["meta"]["val_top1"]
+        assert attrs["stand_in"] is True and "tiny test architecture" in attrs["stand_in_reason"]
+    assert xr.open_zarr(built / "results/tiny/features/ego_dino.zarr").attrs["task_teacher"] is None
+
+
 def test_second_run_does_nothing(built):
-    r = snakemake(built, "-n")
+    r = snakemake(built, *STORES, "-n")
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
 
 
 def test_changing_one_teacher_reruns_only_its_store(built):
     overlay = built / "tests" / "configs" / "changed.yaml"
     overlay.write_text(yaml.safe_dump({"teachers": {"exo_dino": {"arch": "dinov2_test", "weights": "random", "input_size": 28}}}))
-    dry = snakemake(built, "-n", overlays=[overlay])
+    dry = snakemake(built, *STORES, "-n", overlays=[overlay])
     assert dry.returncode == 0, dry.stderr
-    assert planned_jobs(dry) == {"all": 1, "extract": 1}, dry.stdout
+    assert planned_jobs(dry) == {"extract": 1}, dry.stdout
     assert "teacher=exo_dino" in dry.stdout
-    others = {t: (built / f"results/demo/features/{t}.zarr/zarr.json").stat().st_mtime_ns for t in TEACHERS if t != "exo_dino"}
-    run = snakemake(built, overlays=[overlay])
+    others = {t: (built / f"results/tiny/features/{t}.zarr/zarr.json").stat().st_mtime_ns for t in TEACHERS if t != "exo_dino"}
+    run = snakemake(built, *STORES, overlays=[overlay])
     assert run.returncode == 0, run.stderr[-2000:]
-    assert xr.open_zarr(built / "results/demo/features/exo_dino.zarr").attrs["input_size"] == 28
+    assert xr.open_zarr(built / "results/tiny/features/exo_dino.zarr").attrs["input_size"] == 28
     for t, mtime in others.items():
-        assert (built / f"results/demo/features/{t}.zarr/zarr.json").stat().st_mtime_ns == mtime, t
+        assert (built / f"results/tiny/features/{t}.zarr/zarr.json").stat().st_mtime_ns == mtime, t
 
 
 def test_bad_config_fails_when_the_dag_is_built(built):
@@ -87,7 +103,7 @@ def test_bad_config_fails_when_the_dag_is_built(built):
 def test_level1_proxy_through_the_dag(built):
     overlay = built / "tests" / "configs" / "level1.yaml"
     overlay.write_text(yaml.safe_dump({"train": {"epochs": 1}}))
-    target = "results/demo/proxies/exo_skl.outputs.zarr"
+    target = "results/tiny/proxies/exo_skl.outputs.zarr"
     r = snakemake(built, target, overlays=[overlay])
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     ds = xr.open_zarr(built / target)
@@ -103,7 +119,7 @@ def test_uniego_through_the_dag_and_spd_k_reruns_only_spd(built):
     overlay = built / "tests" / "configs" / "level2.yaml"
     overlay.write_text(yaml.safe_dump({"train": {"epochs": 1}, "merge": {"epochs": 1},
                                        "level1": {"teachers": ["exo_skl", "ego_dino"]}}))
-    targets = ["results/demo/eval/uniego/recognition.json", "results/demo/eval/baseline_ego/recognition.json"]
+    targets = ["results/tiny/eval/uniego/recognition.json", "results/tiny/eval/baseline_ego/recognition.json"]
     r = snakemake(built, *targets, overlays=[overlay])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     import json
@@ -111,11 +127,11 @@ def test_uniego_through_the_dag_and_spd_k_reruns_only_spd(built):
     for t in targets:
         res = json.loads((built / t).read_text())
         assert 0 <= res["top1"] <= res["top5"] <= 100 and res["n"] == 9 and res["views"] == "1x3"
-    ck = torch.load(built / "results/demo/uniego.pt", weights_only=True)
+    ck = torch.load(built / "results/tiny/uniego.pt", weights_only=True)
     assert ck["meta"]["teachers"] == ["exo_skl", "ego_dino"] and ck["meta"]["init"].endswith("merge/model.pt")
     overlay.write_text(yaml.safe_dump({"train": {"epochs": 1}, "merge": {"epochs": 1}, "spd": {"k": 2},
                                        "level1": {"teachers": ["exo_skl", "ego_dino"]}}))
     dry = snakemake(built, *targets, "-n", overlays=[overlay])
     assert planned_jobs(dry) == {"spd": 1, "recognition": 1}, dry.stdout
-    assert "output: results/demo/eval/uniego/recognition.json" in dry.stdout
-    assert "output: results/demo/eval/baseline_ego/recognition.json" not in dry.stdout
+    assert "output: results/tiny/eval/uniego/recognition.json" in dry.stdout
+    assert "output: results/tiny/eval/baseline_ego/recognition.json" not in dry.stdout

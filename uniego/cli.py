@@ -60,7 +60,8 @@ def cmd_clips(args):
     from uniego.config import ClipSettings, from_dict
 
     settings = from_dict(ClipSettings, _settings(args, "clips", view=args.view), where="clips")
-    build_clip_cache(args.manifest, args.view, args.out, settings, workers=args.workers, code_version=args.code_version)
+    build_clip_cache(args.manifest, args.view, args.out, settings, workers=args.workers, code_version=args.code_version,
+                     temporal_views=args.temporal_views)
 
 
 def cmd_extract(args):
@@ -72,7 +73,16 @@ def cmd_extract(args):
     if teacher.key != args.teacher:
         raise UniegoError(f"--teacher {args.teacher} but the settings are for {teacher.key}", stage="extract")
     extract(args.manifest, _pairs(args.clips), args.out, teacher, compute=_compute(args), seed=s["seed"],
-            code_version=args.code_version, chunk_samples=args.chunk_samples)
+            code_version=args.code_version, chunk_samples=args.chunk_samples, task_teacher=args.task_teacher)
+
+
+def cmd_train_teacher(args):
+    from uniego.task_teacher import train_task_teacher
+
+    s = _settings(args, "train_teacher", teacher=args.teacher)
+    if s["teacher"]["key"] != args.teacher:
+        raise UniegoError(f"--teacher {args.teacher} but the settings are for {s['teacher']['key']}", stage="train_teacher")
+    train_task_teacher(args.manifest, _pairs(args.clips), args.out, s, compute=_compute(args), code_version=args.code_version)
 
 
 def _compute(args):
@@ -177,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--view", required=True, choices=["ego", "exo", "skeleton"])
     p.add_argument("--out", required=True)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--temporal-views", type=int, default=0,
+                   help="V > 0: test split only, V temporal views per clip (the multi-view test cache)")
     p.set_defaults(func=cmd_clips)
 
     p = sub.add_parser("extract", help="compute one teacher's features into a Zarr feature store")
@@ -187,7 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _compute_args(p)
     p.add_argument("--chunk-samples", type=int, default=None, help="samples per store chunk (default: ~2 MiB chunks)")
+    p.add_argument("--task-teacher", default=None, help="the task-trained checkpoint of a `finetune: true` teacher")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("train-teacher", help="train a task teacher (exo_rgb, exo_skl) on the train split before extraction")
+    _common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--clips", nargs="+", default=[], metavar="VIEW=STORE", help="clip caches, e.g. skeleton=results/demo/clips/skeleton.zarr")
+    p.add_argument("--out", required=True, help="checkpoint (.pt); its run folder <out stem>.run/ holds checkpoints and metrics")
+    _compute_args(p)
+    p.set_defaults(func=cmd_train_teacher)
 
     p = sub.add_parser("train-proxy", help="Level I: train one teacher's proxy on the ego clips (eq. 1)")
     _common(p)
@@ -250,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write results/{ds}/report.md from the evaluation files")
     p.add_argument("--dataset", default="")
-    p.add_argument("--recognition", nargs="+", required=True, help="recognition.json files")
+    p.add_argument("--recognition", nargs="+", required=True, help="recognition.json files, or SEED=FILE for several seeds")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 

@@ -32,7 +32,7 @@ VIEW_KEYS = {"ego": ("num_frames", "size", "sampling", "stride"), "exo": ("num_f
              "skeleton": ("skeleton_frames",)}
 
 
-def clip_arrays(view: str, settings: ClipSettings) -> dict[str, ArraySpec]:
+def clip_arrays(view: str, settings: ClipSettings, temporal_views: int = 0) -> dict[str, ArraySpec]:
     missing = [k for k in VIEW_KEYS[view] if getattr(settings, k) is None]
     if missing:
         raise UniegoError(f"clips settings for view {view} lack {', '.join(missing)}", stage="clips")
@@ -42,13 +42,17 @@ def clip_arrays(view: str, settings: ClipSettings) -> dict[str, ArraySpec]:
                 "img_hw": ArraySpec((2,), "int32", ("hw",)),
                 "frame_time": ArraySpec((T,), "float32", ("frame",))}
     T, S = settings.num_frames, settings.size
+    if temporal_views:
+        V = temporal_views
+        return {"frames": ArraySpec((V, T, S, S, 3), "uint8", ("temporal_view", "frame", "y", "x", "rgb")),
+                "frame_time": ArraySpec((V, T), "float32", ("temporal_view", "frame"))}
     return {"frames": ArraySpec((T, S, S, 3), "uint8", ("frame", "y", "x", "rgb")),
             "frame_time": ArraySpec((T,), "float32", ("frame",))}
 
 
 class _Decode(Dataset):
-    def __init__(self, table, view: str, settings: ClipSettings, ranges):
-        self.table, self.view, self.s, self.ranges = table, view, settings, ranges
+    def __init__(self, table, view: str, settings: ClipSettings, ranges, temporal_views: int = 0):
+        self.table, self.view, self.s, self.ranges, self.views = table, view, settings, ranges, temporal_views
 
     def __len__(self):
         return len(self.ranges)
@@ -61,6 +65,12 @@ class _Decode(Dataset):
             if self.view == "skeleton":
                 kp, hw, t = read_skeleton(row.skeleton, row.sample_id, row.start, row.end, self.s.skeleton_frames)
                 item = {"keypoints": kp, "img_hw": hw, "frame_time": t}
+            elif self.views:
+                decoded = [read_frames(getattr(row, f"{self.view}_video"), row.sample_id, row.start, row.end,
+                                       self.s.num_frames, sampling=self.s.sampling, stride=self.s.stride, view=v,
+                                       views=self.views) for v in range(self.views)]
+                item = {"frames": np.stack([resize_crop(f, self.s.size) for f, _ in decoded]),
+                        "frame_time": np.stack([t for _, t in decoded])}
             else:
                 frames, t = read_frames(getattr(row, f"{self.view}_video"), row.sample_id, row.start, row.end,
                                         self.s.num_frames, sampling=self.s.sampling, stride=self.s.stride)
@@ -71,22 +81,32 @@ class _Decode(Dataset):
 
 
 def build_clip_cache(manifest: str | Path, view: str, out: str | Path, settings: ClipSettings, *,
-                     workers: int = 2, code_version: str = "", chunk_samples: int | None = None) -> Path:
-    """Decode every manifest clip's `view` into the store at `out` (resuming a staged one)."""
+                     workers: int = 2, code_version: str = "", chunk_samples: int | None = None,
+                     temporal_views: int = 0) -> Path:
+    """Decode every manifest clip's `view` into the store at `out` (resuming a staged one).
+    temporal_views = V > 0: the test split only, V temporal views per clip (`frames` gains a
+    `temporal_view` dimension): the multi-view test protocol's cache."""
     from tqdm import tqdm
 
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}")
     table, classes = read_manifest(manifest)
-    arrays = clip_arrays(view, settings)
+    if temporal_views:
+        if view == "skeleton":
+            raise UniegoError("temporal test views are for the RGB views", stage="clips")
+        table = table[table.split == "test"].reset_index(drop=True)
+        if len(table) == 0:
+            raise UniegoError(f"manifest {manifest} has no test samples", stage="clips")
+    arrays = clip_arrays(view, settings, temporal_views)
     attrs = {"kind": "clips", "view": view, "settings": settings.used(), "manifest_sha256": manifest_sha256(manifest),
+             "temporal_views": temporal_views or None, "split": "test" if temporal_views else None,
              "manifest": str(manifest), "classes": classes, "code_version": code_version,
              "decoder": "decord" if view != "skeleton" else "numpy",
              "resize": "short side -> size (bilinear, antialias), centre crop" if view != "skeleton" else None}
     writer = StoreWriter(out, sample_ids=table.sample_id, splits=table.split, labels=table.label, arrays=arrays,
                          attrs=attrs, chunk_samples=chunk_samples or (1 if view != "skeleton" else None), stage="clips")
     ranges = writer.pending()
-    loader = DataLoader(_Decode(table, view, settings, ranges), batch_size=None, collate_fn=_as_is, num_workers=workers,
+    loader = DataLoader(_Decode(table, view, settings, ranges, temporal_views), batch_size=None, collate_fn=_as_is, num_workers=workers,
                         prefetch_factor=4 if workers else None, persistent_workers=False)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for start, stop, data in tqdm(loader, total=len(ranges), desc=f"clips {view}", leave=False, disable=None):

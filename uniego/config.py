@@ -70,6 +70,9 @@ def _cross_checks(config: dict) -> list[str]:
     if config["dataset"] not in config["datasets"]:
         problems.append(f"dataset: {config['dataset']!r} is not a key of datasets ({', '.join(config['datasets'])})")
     for name, ds in config["datasets"].items():
+        seeds = ds.get("repeat_seeds", [])
+        if config["seed"] in seeds or len(set(seeds)) != len(seeds):
+            problems.append(f"datasets.{name}.repeat_seeds: {seeds} must be distinct and differ from seed ({config['seed']})")
         if ds["adapter"] == "demo" and ds.get("preset", "demo") not in config["demo_presets"]:
             problems.append(f"datasets.{name}.preset: {ds.get('preset')!r} is not a key of demo_presets ({', '.join(config['demo_presets'])})")
         teachers = _merge(config["teachers"], ds.get("overrides", {}).get("teachers", {}))
@@ -80,6 +83,11 @@ def _cross_checks(config: dict) -> list[str]:
                 problems.append(f"{where}.arch: unknown architecture {t.get('arch')!r}; known for {key}: {', '.join(sorted(a for a, s in ARCHS.items() if s.family == TEACHERS[key].family))}")
             elif arch.family != TEACHERS[key].family:
                 problems.append(f"{where}.arch: {t['arch']!r} is a {arch.family} architecture but teacher {key} needs {TEACHERS[key].family}")
+            elif t.get("finetune") and arch.family not in ("timesformer", "stgcn"):
+                problems.append(f"{where}.finetune: only the task teachers (TimeSformer, ST-GCN) are trained on the task; "
+                                f"{key} is a frozen {arch.family} model")
+            elif t.get("patch_size") is not None and arch.family != "timesformer":
+                problems.append(f"{where}.patch_size: only TimeSformer teachers take a patch size")
     return problems
 
 
@@ -117,11 +125,36 @@ def apply_fidelity(c: dict) -> dict:
     return c
 
 
+def repeat_name(ds: str, seed: int) -> str:
+    """The dataset name of seed `seed`'s repeat of `ds` (results/{ds}_seed{N}/...)."""
+    return f"{ds}_seed{seed}"
+
+
+def dataset_names(config: dict) -> list[str]:
+    """Every dataset the DAG knows: config.datasets and their `repeat_seeds` repeats."""
+    return [n for ds, d in config["datasets"].items() for n in [ds] + [repeat_name(ds, s) for s in d.get("repeat_seeds", [])]]
+
+
+def seed_runs(config: dict, ds: str) -> list[tuple[int, str]]:
+    """[(seed, dataset name)] of `ds` and its repeats, the configured seed first."""
+    if ds not in config["datasets"]:  # a repeat itself
+        return [(dataset_config(config, ds)["seed"], ds)]
+    return [(config["seed"], ds)] + [(s, repeat_name(ds, s)) for s in config["datasets"][ds].get("repeat_seeds", [])]
+
+
 def dataset_config(config: dict, ds: str) -> dict:
     """The config as dataset `ds` sees it: top-level sections overlaid by its `overrides`,
-    then the fidelity table applied."""
+    then the fidelity table applied. A repeat `{base}_seed{N}` (N in the base's
+    `repeat_seeds`) is the base with seed N and its own data root `{root}_seed{N}`: an
+    independent rerun of the whole pipeline (data generation, random teacher weights,
+    training order and initialisation)."""
     if ds not in config["datasets"]:
-        raise UniegoError(f"unknown dataset {ds!r}; config.datasets has: {', '.join(config['datasets'])}", stage="config")
+        for base, d in config["datasets"].items():
+            for seed in d.get("repeat_seeds", []):
+                if ds == repeat_name(base, seed):
+                    entry = {**{k: v for k, v in d.items() if k != "repeat_seeds"}, "root": f"{d['root']}_seed{seed}"}
+                    return dataset_config({**config, "seed": seed, "datasets": {**config["datasets"], ds: entry}}, ds)
+        raise UniegoError(f"unknown dataset {ds!r}; config.datasets has: {', '.join(dataset_names(config))}", stage="config")
     return apply_fidelity(_merge(config, config["datasets"][ds].get("overrides", {})))
 
 
@@ -147,6 +180,8 @@ class TeacherSettings:
     weights: str
     pooling: str | None = None
     input_size: int | None = None
+    finetune: bool = False       # train on the task's train split before extraction (exo_rgb, exo_skl)
+    patch_size: int | None = None  # TimeSformer teachers only; None: the architecture's own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +212,7 @@ class TrainSettings:
     weight_decay: float
     batch_size: int
     accumulate: int = 1
+    optimizer: str = "sgd"   # sgd (the paper, momentum + Nesterov) | adamw (from-scratch tiny students)
 
     def lr_at(self, epoch: int) -> float:
         """Step schedule: lr * lr_factors[i] from epoch lr_steps[i] on."""
@@ -199,6 +235,7 @@ class DemoPreset:
     seconds: float
     sessions: int
     actions_per_session: int
+    participants: int = 0    # 0: every clip its own actor and room; N: N recurring actors/rooms
 
 
 def from_dict(cls, data: dict, *, where: str):
@@ -250,6 +287,9 @@ def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None
         return {k: c["clips"][k] for k in VIEW_KEYS[view]}
     if stage == "extract":
         return {"teacher": {"key": teacher, **c["teachers"][teacher]}, "seed": c["seed"]}
+    if stage == "train_teacher":
+        return {"teacher": {"key": teacher, **c["teachers"][teacher]}, "seed": c["seed"], "train": c["train"],
+                "train_jitter": c["student"]["train_jitter"], "input_size": c["student"]["input_size"]}
     if stage == "train_proxy":
         lv = {k: v for k, v in c["level1"].items() if k != "teachers"}
         return {"student": c["student"], "train": c["train"], "level1": lv, "seed": c["seed"], "teacher": teacher}

@@ -20,9 +20,10 @@ from uniego.student import MEAN, STD
 
 
 class ClipSource:
-    """Reads clips [T, S, S, 3] uint8 of the given manifest rows from a clip cache, lazily."""
+    """Reads clips [T, S, S, 3] uint8 of the given manifest rows from a clip cache, lazily;
+    from a temporal-views cache (`uniego clips --temporal-views`), temporal view `temporal_view`."""
 
-    def __init__(self, clips_path: str, sample_ids, *, manifest_sha256: str):
+    def __init__(self, clips_path: str, sample_ids, *, manifest_sha256: str, temporal_view: int | None = None):
         g = open_store(clips_path, manifest_sha256=manifest_sha256, stage="train")
         ids = strings(g["sample"][:])
         pos = {s: i for i, s in enumerate(ids)}
@@ -30,7 +31,11 @@ class ClipSource:
         if missing:
             raise UniegoError(f"clip cache {clips_path} lacks samples {missing[:5]}", stage="train")
         self.path, self.rows = clips_path, np.array([pos[s] for s in sample_ids])
-        self.num_frames = g["frames"].shape[1]
+        views = g.attrs.get("temporal_views")
+        if (temporal_view is None) != (views is None) or (views is not None and not 0 <= temporal_view < views):
+            raise UniegoError(f"clip cache {clips_path} has temporal views {views}; asked for view {temporal_view}", stage="train")
+        self.temporal_view = temporal_view
+        self.num_frames = g["frames"].shape[1 if views is None else 2]
         self._frames = None
 
     def __len__(self):
@@ -39,11 +44,13 @@ class ClipSource:
     def __getitem__(self, i: int) -> np.ndarray:
         if self._frames is None:  # opened per worker process
             self._frames = _zarr().open_group(self.path, mode="r", use_consolidated=False)["frames"]
-        return np.asarray(self._frames[int(self.rows[i])])
+        if self.temporal_view is None:
+            return np.asarray(self._frames[int(self.rows[i])])
+        return np.asarray(self._frames[int(self.rows[i]), self.temporal_view])
 
 
 def make_view(frames: np.ndarray, settings: StudentSettings, *, train: bool, rng: np.random.Generator | None = None,
-              crop: int = 1) -> torch.Tensor:
+              crop: int = 1, mean=MEAN, std=STD) -> torch.Tensor:
     """uint8 [T, S, S, 3] -> normalised float [3, T, I, I]. Eval crop 0 / 1 / 2: left, centre,
     right along the width (the 3-crop test protocol), vertically centred."""
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255)
@@ -62,7 +69,7 @@ def make_view(frames: np.ndarray, settings: StudentSettings, *, train: bool, rng
         o = (J - I) // 2
         left = (0, o, J - I)[crop]
         x = x[..., o:o + I, left:left + I]
-    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     return x.transpose(0, 1).contiguous()
 
 

@@ -39,24 +39,29 @@ def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[np.
 
 def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: str | Path, *, seed: int,
           identity: dict, device: torch.device = torch.device("cpu"), precision: str = "auto", workers: int = 0,
-          desc: str = "train", optimizer: str = "sgd") -> None:
+          desc: str = "train", optimizer: str | None = None) -> None:
     """Train `task.model` for settings.epochs over n samples; resumable from run_dir/last.pt.
 
     make_epoch_dataset(batches, epoch) -> a Dataset whose item b is batch b (tensors).
     `identity` (JSON-able: config, inputs' hashes) must match for a checkpoint to be resumed.
-    optimizer: "sgd" (momentum, Nesterov, weight decay from settings) or "adam" (lr, weight
-    decay; the merge). A task may define `epoch_end() -> dict` of extra per-epoch statistics.
+    optimizer: None (settings.optimizer: "sgd" with momentum, Nesterov and weight decay, or
+    "adamw"), or "adam" (lr, L2 weight decay; the merge). A task may define `epoch_end() -> dict` of extra per-epoch statistics.
     """
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = run_dir / "last.pt", run_dir / "metrics.jsonl"
+    optimizer = optimizer or settings.optimizer
     fp = fingerprint({"identity": identity, "train": settings.__dict__, "seed": seed, "n": n, "optimizer": optimizer})
     model = task.model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "adam":
         opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    elif optimizer != "sgd":
+        raise ValueError(f"unknown optimizer {optimizer!r}")
     else:
         opt = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, nesterov=settings.nesterov,
                               weight_decay=settings.weight_decay)

@@ -1,5 +1,7 @@
-"""Recognition on the test split: logits summed over the spatial crops (the temporal view is
-the cached clip, sampled uniformly over the whole segment); top-1 and top-5 in percent."""
+"""Recognition on the test split with the multi-view protocol: logits summed over
+`eval.temporal_clips` temporal views x `eval.spatial_crops` crops (one temporal view: the
+cached clip; several: the temporal-views cache `clips/ego.views{V}.zarr`); top-1 and top-5
+in percent."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from uniego.proxy import encoder_from_checkpoint, load_proxy, predict
 def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settings: dict, *,
                          compute: ComputeSettings = ComputeSettings(), name: str = "") -> dict:
     student, crops = parse_student(settings["student"]), settings["eval"]["spatial_crops"]
+    temporal = settings["eval"].get("temporal_clips", 1)
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
     obj = load_proxy(model)
@@ -29,14 +32,15 @@ def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settin
     rows = np.flatnonzero(table.split.to_numpy() == "test")
     if len(rows) == 0:
         raise UniegoError("the manifest has no test samples", stage="evaluate")
-    source = ClipSource(clips, list(table.sample_id.iloc[rows]), manifest_sha256=sha)
+    ids = list(table.sample_id.iloc[rows])
+    sources = [ClipSource(clips, ids, manifest_sha256=sha, temporal_view=None if temporal == 1 else v) for v in range(temporal)]
     encoder = encoder_from_checkpoint(obj, student)
     views = (1,) if crops == 1 else (0, 1, 2)
     logits = sum(predict(encoder, source, student, device=resolve_device(compute), batch_size=compute.batch_size,
-                         workers=compute.workers, crop=c)[1] for c in views)
+                         workers=compute.workers, crop=c)[1] for source in sources for c in views)
     y = table.label.to_numpy()[rows]
     result = {"model": name or Path(model).stem, "checkpoint": str(model), "top1": topk_accuracy(logits, y, 1),
-              "top5": topk_accuracy(logits, y, 5), "n": int(len(rows)), "views": f"1x{len(views)}",
+              "top5": topk_accuracy(logits, y, 5), "n": int(len(rows)), "views": f"{temporal}x{len(views)}",
               "method": obj["meta"].get("method") or obj["meta"].get("kind"), "seed": obj["meta"].get("seed")}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

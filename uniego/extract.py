@@ -9,6 +9,7 @@ chunk and marks it done.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from contextlib import nullcontext
@@ -56,6 +57,21 @@ class _TeacherInputs(Dataset):
         return chunk, start, stop, {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
+def task_teacher_meta(path: str | Path, key: str, manifest_sha: str) -> dict:
+    """The provenance of a task-trained teacher checkpoint, after checking it fits."""
+    path = Path(path)
+    if not path.is_file():
+        raise UniegoError(f"task teacher checkpoint {path} does not exist; run `uniego train-teacher` for {key}", stage="extract")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
+    if meta.get("kind") != "task_teacher" or meta.get("teacher") != key:
+        raise UniegoError(f"{path} is not a task-teacher checkpoint of {key}", stage="extract")
+    if meta.get("manifest_sha256") != manifest_sha:
+        raise UniegoError(f"task teacher {path} was trained on another manifest; retrain it", stage="extract")
+    return {"checkpoint": str(path), "init_weights": meta["init_weights"], "val_top1": meta["val_top1"],
+            "epochs": meta["train"]["epochs"], "code_version": meta["code_version"]}
+
+
 def resolve_device(compute: ComputeSettings) -> torch.device:
     if compute.device == "cuda" or (compute.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -73,12 +89,23 @@ def autocast_for(device: torch.device, precision: str):
 
 def extract(manifest: str | Path, clip_stores: dict[str, str], out: str | Path, teacher_settings: TeacherSettings, *,
             compute: ComputeSettings = ComputeSettings(), seed: int = 0, code_version: str = "",
-            chunk_samples: int | None = None, dtype: str = "float16") -> Path:
-    """Extract `teacher_settings.key`'s features for every manifest sample into `out`."""
+            chunk_samples: int | None = None, dtype: str = "float16", task_teacher: str | Path | None = None) -> Path:
+    """Extract `teacher_settings.key`'s features for every manifest sample into `out`.
+    A teacher with `finetune: true` is extracted from its task-trained checkpoint `task_teacher`
+    (`uniego train-teacher`), which replaces the configured weights."""
     from tqdm import tqdm
 
     table, classes = read_manifest(manifest)
     msha = manifest_sha256(manifest)
+    task_meta = None
+    if teacher_settings.finetune:
+        if task_teacher is None:
+            raise UniegoError(f"teachers.{teacher_settings.key}.finetune is true: train it first (`uniego train-teacher`) "
+                              "and pass its checkpoint with --task-teacher", stage="extract")
+        task_meta = task_teacher_meta(task_teacher, teacher_settings.key, msha)
+        teacher_settings = dataclasses.replace(teacher_settings, weights=str(task_teacher))
+    elif task_teacher is not None:
+        raise UniegoError(f"--task-teacher given but teachers.{teacher_settings.key}.finetune is false", stage="extract")
     teacher = build_teacher(teacher_settings, seed=seed)
     missing = [v for v in teacher.inputs if v not in clip_stores]
     if missing:
@@ -93,7 +120,7 @@ def extract(manifest: str | Path, clip_stores: dict[str, str], out: str | Path, 
     arrays = {"features": ArraySpec(tail, dtype, dims)}
     attrs = {"kind": "features", **teacher.provenance(), "frames": T, "dtype": dtype, "manifest_sha256": msha,
              "manifest": str(manifest), "classes": classes, "seed": seed, "code_version": code_version,
-             "clip_stores": {v: str(clip_stores[v]) for v in teacher.inputs}}
+             "clip_stores": {v: str(clip_stores[v]) for v in teacher.inputs}, "task_teacher": task_meta}
     n = len(table)
     writer = StoreWriter(out, sample_ids=table.sample_id, splits=table.split, labels=table.label, arrays=arrays,
                          attrs=attrs, chunk_samples=chunk_samples or chunk_samples_for(arrays, n), stage="extract")

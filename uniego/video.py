@@ -18,15 +18,23 @@ from uniego.errors import UniegoError
 
 
 def frame_indices(start: float, end: float, fps: float, n_frames: int, num: int, *, sampling: str = "uniform",
-                  stride: int = 1) -> np.ndarray:
-    """Indices of the `num` frames a clip [start, end) samples from a video of n_frames at fps."""
+                  stride: int = 1, view: int = 0, views: int = 1) -> np.ndarray:
+    """Indices of the `num` frames a clip [start, end) samples from a video of n_frames at fps.
+
+    Temporal view `view` of `views` (the multi-view test protocol): uniform sampling shifts
+    every frame by (view + 0.5) / views of its bin; stride sampling places the window's centre
+    at (view + 0.5) / views of the room the segment leaves. One view is the centred clip."""
     first = max(0, int(math.floor(start * fps)))
     last = min(n_frames - 1, max(first, int(math.ceil(end * fps)) - 1))
+    if not 0 <= view < views:
+        raise ValueError(f"temporal view {view} of {views}")
     if sampling == "uniform":
-        t = start + (np.arange(num) + 0.5) * (end - start) / num
+        t = start + (np.arange(num) + (view + 0.5) / views) * (end - start) / num
         idx = np.floor(t * fps).astype(np.int64)
     elif sampling == "stride":
-        centre = (start + end) / 2 * fps
+        span = num * stride
+        room = max((end - start) * fps - span, 0.0)
+        centre = (start + end) / 2 * fps if views == 1 or not room else start * fps + span / 2 + room * (view + 0.5) / views
         idx = np.floor(centre + (np.arange(num) - num / 2) * stride).astype(np.int64)
     else:
         raise UniegoError(f"clips.sampling: unknown sampling {sampling!r} (uniform | stride)")
@@ -43,7 +51,7 @@ def check_segment(path: str, sample_id: str, start: float, end: float, fps: floa
 
 
 def read_frames(path: str, sample_id: str, start: float, end: float, num: int, *, sampling: str = "uniform",
-                stride: int = 1, stage: str = "clips") -> tuple[np.ndarray, np.ndarray]:
+                stride: int = 1, stage: str = "clips", view: int = 0, views: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Decode the clip's frames: (uint8 [num, H, W, 3], times in seconds [num]).
 
     Any unreadable, corrupt or truncated video raises a UniegoError naming the file and sample.
@@ -58,7 +66,7 @@ def read_frames(path: str, sample_id: str, start: float, end: float, num: int, *
     except Exception as e:
         raise UniegoError(f"cannot open video {path} (sample {sample_id}): {type(e).__name__}: {str(e)[:200]}", stage=stage) from None
     check_segment(path, sample_id, start, end, fps, n, stage=stage)
-    idx = frame_indices(start, end, fps, n, num, sampling=sampling, stride=stride)
+    idx = frame_indices(start, end, fps, n, num, sampling=sampling, stride=stride, view=view, views=views)
     try:
         frames = vr.get_batch(list(idx)).asnumpy()
     except Exception as e:

@@ -4,8 +4,8 @@ Layout under `root` (written into `root.partial`, moved into place at the end):
   videos/{ego,exo}/{clip}.mp4    H.264 (PyAV), idle lead-in, the action, idle tail
   skeletons/{clip}.npz           exo 2-D COCO-17 keypoints [T, 17, 3] (x px, y px, confidence),
                                  img_shape (h, w), fps: one row per video frame
-  annotations.csv                one row per clip: sample_id, split, class_name, ego_video,
-                                 exo_video, start, end (s, the action), skeleton
+  annotations.csv                one row per clip: sample_id, split, participant, class_name,
+                                 ego_video, exo_video, start, end (s, the action), skeleton
   classes.txt                    class names, index = label
   sessions/{id}.mp4, sessions.csv, sessions/{id}.labels.npy
                                  long ego sessions chaining several actions, frame labels
@@ -83,11 +83,21 @@ def _film(params, body: Body, scene: Scene, size: int, fps: int, rng, *, exo: bo
     return ego, exo_frames, skel, (size, width)
 
 
+def participant(preset: DemoPreset, seed: int, index: int, rng: np.random.Generator) -> tuple[int, Body, Scene]:
+    """The actor and room of clip/session `index`: one of `preset.participants` recurring ones
+    (as in real ego-exo datasets), or a fresh one per clip when participants = 0 (id -1)."""
+    if preset.participants == 0:
+        return -1, Body.sample(rng), Scene.sample(rng)
+    pid = index % preset.participants
+    prng = np.random.default_rng([seed, 4, pid])
+    return pid, Body.sample(prng), Scene.sample(prng)
+
+
 def make_clip(args) -> dict:
     """Render one clip: idle lead-in, the action, idle tail; write both videos and the skeleton."""
     root, index, class_name, preset, seed = args
     rng = np.random.default_rng([seed, 1, index])
-    body, scene = Body.sample(rng), Scene.sample(rng)
+    pid, body, scene = participant(preset, seed, index, rng)
     lead, tail = rng.uniform(0.2, 0.5), rng.uniform(0.2, 0.5)
     action = preset.seconds * rng.uniform(0.9, 1.1)
     params, _, bounds = _timeline([(IDLE, lead), (class_name, action), (IDLE, tail)], preset.fps, rng)
@@ -97,7 +107,7 @@ def make_clip(args) -> dict:
     write_video(root / "videos" / "exo" / f"{sid}.mp4", exo, preset.fps)
     (root / "skeletons").mkdir(parents=True, exist_ok=True)
     np.savez(root / "skeletons" / f"{sid}.npz", keypoints=skel, img_shape=np.array(hw), fps=np.array(preset.fps))
-    return dict(sample_id=sid, class_name=class_name, ego_video=f"videos/ego/{sid}.mp4", exo_video=f"videos/exo/{sid}.mp4",
+    return dict(sample_id=sid, participant=pid, class_name=class_name, ego_video=f"videos/ego/{sid}.mp4", exo_video=f"videos/exo/{sid}.mp4",
                 start=round(float(bounds[1]), 4), end=round(float(bounds[2]), 4), skeleton=f"skeletons/{sid}.npz")
 
 
@@ -105,7 +115,7 @@ def make_session(args) -> dict:
     """A long ego video chaining several actions with idle gaps, and its frame labels."""
     root, index, preset, seed = args
     rng = np.random.default_rng([seed, 2, index])
-    body, scene = Body.sample(rng), Scene.sample(rng)
+    _, body, scene = participant(preset, seed, index, rng)
     segments = [(IDLE, rng.uniform(0.4, 0.8))]
     for c in rng.choice(len(CLASSES), preset.actions_per_session, replace=False):
         segments += [(CLASSES[c], preset.seconds * rng.uniform(0.9, 1.3)), (IDLE, rng.uniform(0.4, 0.8))]

@@ -109,8 +109,8 @@ class Teacher(nn.Module):
 
     def provenance(self) -> dict:
         return {
-            "teacher": self.spec.key, "paper_model": self.spec.paper_model, "stand_in": self.spec.stand_in
-            or self.settings.weights == "random", "stand_in_reason": self._stand_in_reason(),
+            "teacher": self.spec.key, "paper_model": self.spec.paper_model, "stand_in": bool(self._stand_in_reason()),
+            "stand_in_reason": self._stand_in_reason(),
             "view": self.spec.view, "modality": self.spec.modality, "inputs": list(self.spec.inputs),
             "family": self.arch.family, "architecture": self.arch.name, "architecture_description": self.arch.description,
             "weights": self.settings.weights, "weights_sha256": self.weights_file_sha256,
@@ -125,6 +125,8 @@ class Teacher(nn.Module):
             reasons.append(self.arch.description)
         if self.settings.weights == "random":
             reasons.append(f"random-initialised {self.arch.name}, not trained {self.spec.paper_model} weights")
+        elif self.arch.test:
+            reasons.append(f"tiny test architecture {self.arch.name}, not {self.spec.paper_model}")
         return "; ".join(reasons) or None
 
 

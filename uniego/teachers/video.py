@@ -16,7 +16,8 @@ class TimeSformerTeacher(Teacher):
     def __init__(self, spec, arch, settings):
         super().__init__(spec, arch, settings)
         builder = {"timesformer_base": tsf.timesformer_base, "timesformer_test": tsf.timesformer_test}[arch.kwargs["builder"]]
-        self.model = builder(img_size=self.input_size, num_classes=0)
+        extra = {} if settings.patch_size is None else {"patch_size": settings.patch_size}
+        self.model = builder(img_size=self.input_size, num_classes=0, **extra)
         kind, payload = self.resolve_weights()
         if kind == "file":
             state = tsf.official_state_dict(payload)

@@ -1,9 +1,10 @@
 # Helpers shared by the rules: config validation at DAG-build time, per-rule settings
 # (the result-affecting config sub-tree, passed through params so edits rerun exactly the
 # dependent jobs), code versions, input functions and target lists.
+import shlex
 import sys
 
-from uniego.config import canonical_json, code_version, dataset_config, stage_settings, validate_config
+from uniego.config import canonical_json, code_version, dataset_config, dataset_names, seed_runs, stage_settings, validate_config
 from uniego.errors import UniegoError
 from uniego.teachers.registry import TEACHERS, get_teacher
 
@@ -20,7 +21,7 @@ BASELINES = ["ego", "naive_mtd"]
 
 
 wildcard_constraints:
-    ds="|".join(config["datasets"]),
+    ds="|".join(dataset_names(config)),
     teacher="|".join(TEACHERS),
     view="|".join(VIEWS),
     strategy="|".join(STRATEGIES),
@@ -41,6 +42,8 @@ CODE = {
     "level2": code_version("uniego.level2", "uniego.baselines", "uniego.merge", "uniego.spd", "uniego.engine",
                            "uniego.data", "uniego.student", "uniego.losses", "uniego.proxy", "uniego.models"),
     "report": code_version("uniego.report"),
+    "task_teacher": code_version("uniego.task_teacher", "uniego.engine", "uniego.data", "uniego.teachers",
+                                 "uniego.models", "uniego.cache"),
     "evaluate": code_version("uniego.evaluate", "uniego.metrics", "uniego.data", "uniego.proxy", "uniego.models"),
     "level1": code_version("uniego.proxy", "uniego.engine", "uniego.data", "uniego.student", "uniego.losses",
                            "uniego.models", "uniego.cache"),
@@ -53,7 +56,7 @@ def compute_setting(key):
 
 
 def dataset_root(wc):
-    return config["datasets"][wc.ds]["root"]
+    return dataset_config(config, wc.ds)["datasets"][wc.ds]["root"]
 
 
 def clip_inputs(wc):
@@ -61,7 +64,20 @@ def clip_inputs(wc):
 
 
 def clip_args(wc, input):
-    return " ".join(f"{v}={input[v]}" for v in get_teacher(wc.teacher).inputs)
+    return " ".join(shlex.quote(f"{v}={input[v]}") for v in get_teacher(wc.teacher).inputs)
+
+
+def finetuned(ds, teacher):
+    return bool(dataset_config(config, ds)["teachers"][teacher].get("finetune"))
+
+
+def task_teacher_input(wc):
+    """A `finetune: true` teacher is extracted from its task-trained checkpoint."""
+    return {"task_teacher": f"results/{wc.ds}/teachers/{wc.teacher}.pt"} if finetuned(wc.ds, wc.teacher) else {}
+
+
+def task_teacher_arg(wc, input):
+    return f"--task-teacher {shlex.quote(input.task_teacher)}" if finetuned(wc.ds, wc.teacher) else ""
 
 
 def weights_file(wc):
@@ -107,13 +123,25 @@ def model_checkpoint(wc):
     return f"results/{wc.ds}/{folder}/{name}.pt"
 
 
+def eval_clips(wc):
+    """The ego clip cache (one temporal view) or the temporal-views test cache."""
+    v = dataset_config(config, wc.ds)["eval"].get("temporal_clips", 1)
+    return f"results/{wc.ds}/clips/ego.zarr" if v == 1 else f"results/{wc.ds}/clips/ego.views{v}.zarr"
+
+
 def recognition_targets(ds):
     models = (["uniego"] + [f"baseline_{b}" for b in BASELINES] + [f"proxy_{t}" for t in level1_teachers(ds)]
               + [f"merge_{s}" for s in STRATEGIES])
     return [f"results/{ds}/eval/{m}/recognition.json" for m in models]
 
 
+def report_runs(wc):
+    """`SEED=FILE` for every recognition file of {ds} and of its seed repeats."""
+    return " ".join(shlex.quote(f"{seed}={f}") for seed, name in seed_runs(config, wc.ds) for f in recognition_targets(name))
+
+
 def dataset_targets(ds):
     return ([f"results/{ds}/manifest.parquet"]
             + [f"results/{ds}/clips/{v}.zarr" for v in VIEWS]
-            + [f"results/{ds}/features/{t}.zarr" for t in TEACHERS])
+            + [f"results/{ds}/features/{t}.zarr" for t in TEACHERS]
+            + [f"results/{ds}/report.md"])

@@ -1,6 +1,7 @@
 # Data: the demo dataset, the manifest, the decoded-clip caches.
 
-for _ds, _d in config["datasets"].items():
+for _ds in dataset_names(config):
+    _d = dataset_config(config, _ds)["datasets"][_ds]
     if _d["adapter"] == "demo":
 
         rule:
@@ -48,4 +49,22 @@ rule clips:
         "benchmarks/rules/{ds}/clips/{view}.tsv"
     shell:
         "uniego clips --settings {params.settings:q} --manifest {input:q} --view {wildcards.view} "
+        "--out {output:q} --workers {threads} --code-version {params.code:q} > {log:q} 2>&1"
+
+
+rule test_views:
+    input:
+        "results/{ds}/manifest.parquet",
+    output:
+        directory("results/{ds}/clips/ego.views{views}.zarr"),
+    params:
+        settings=settings("clips", view="ego"),
+        code=CODE["clips"],
+    wildcard_constraints:
+        views=r"\d+",
+    threads: 2
+    log:
+        "logs/{ds}/clips/ego.views{views}.log",
+    shell:
+        "uniego clips --settings {params.settings:q} --manifest {input:q} --view ego --temporal-views {wildcards.views} "
         "--out {output:q} --workers {threads} --code-version {params.code:q} > {log:q} 2>&1"

@@ -4,7 +4,7 @@
 rule recognition:
     input:
         manifest="results/{ds}/manifest.parquet",
-        clips="results/{ds}/clips/ego.zarr",
+        clips=eval_clips,
         model=model_checkpoint,
     output:
         "results/{ds}/eval/{model}/recognition.json",
@@ -26,12 +26,13 @@ rule recognition:
 
 rule report:
     input:
-        recognition=lambda wc: recognition_targets(wc.ds),
+        recognition=lambda wc: [f for _, name in seed_runs(config, wc.ds) for f in recognition_targets(name)],
     output:
         "results/{ds}/report.md",
     params:
         code=CODE["report"],
+        runs=report_runs,
     log:
         "logs/{ds}/report.log",
     shell:
-        "uniego report --dataset {wildcards.ds} --recognition {input.recognition:q} --out {output:q} > {log:q} 2>&1"
+        "uniego report --dataset {wildcards.ds} --recognition {params.runs} --out {output:q} > {log:q} 2>&1"
