@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from uniego.cache import _zarr, open_store, strings
 from uniego.config import StudentSettings
 from uniego.errors import UniegoError
-from uniego.student import MEAN, STD
+from uniego.student import MEAN, STD, student_norm
 
 
 class ClipSource:
@@ -86,9 +86,10 @@ class ClipBatches(Dataset):
 
     def __getitem__(self, b: int) -> dict:
         idx = self.batches[b]
+        mean, std = student_norm(self.s.arch)
         clips = []
         for i in idx:
             rng = np.random.default_rng([self.seed, self.epoch, int(i)]) if self.train else None
-            clips.append(make_view(self.source[int(i)], self.s, train=self.train, rng=rng, crop=self.crop))
+            clips.append(make_view(self.source[int(i)], self.s, train=self.train, rng=rng, crop=self.crop, mean=mean, std=std))
         return {"clip": torch.stack(clips), "label": torch.as_tensor(self.labels[idx], dtype=torch.long),
                 "index": torch.as_tensor(np.asarray(idx), dtype=torch.long)}

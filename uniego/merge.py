@@ -59,10 +59,13 @@ def merge_states(states: list[dict], alpha) -> dict:
 
 def layer_group(key: str) -> str:
     """`blocks.3.attn.qkv.weight` -> `blocks.3`; `patch_embed.proj.weight` -> `patch_embed.proj`;
-    `pos_embed` -> `pos_embed` (the official code's 18 groups for TimeSformer-B)."""
+    `pos_embed` -> `pos_embed` (the official code's 18 groups for TimeSformer-B). ViFi-CLIP:
+    `visual.transformer.resblocks.3.ln_1.weight` -> `visual.transformer.resblocks.3`."""
     parts = key.split(".")
-    if parts[0] == "blocks":
-        return ".".join(parts[:2])
+    for name in ("blocks", "resblocks"):
+        if name in parts[:-2]:
+            i = parts.index(name)
+            return ".".join(parts[:i + 2])
     return ".".join(parts[:-1]) or key
 
 

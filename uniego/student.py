@@ -1,5 +1,7 @@
-"""The student: a TimeSformer whose feature h is the CLS after the final norm, with a
-classifier head (`head`, official key names) and, for a proxy, the eq.-1 projection."""
+"""The student: a TimeSformer whose feature h is the CLS after the final norm, or a
+ViFi-CLIP-style CLIP frame encoder whose h is the mean frame embedding, with a classifier head
+(`head`) and, for a proxy, the eq.-1 projection. Both have `forward_features`, `head` and
+`embed_dim`, which is all Level I, the merge and SPD use."""
 
 from __future__ import annotations
 
@@ -11,10 +13,17 @@ from torch import nn
 from uniego.config import StudentSettings
 from uniego.errors import UniegoError
 from uniego.models import timesformer as tsf
+from uniego.models import vificlip
 from uniego.teachers.registry import KINETICS_MEAN, KINETICS_STD
 
-BUILDERS = {"timesformer_base": tsf.timesformer_base, "timesformer_test": tsf.timesformer_test}
-MEAN, STD = KINETICS_MEAN, KINETICS_STD  # the official loaders' normalisation
+BUILDERS = {"timesformer_base": tsf.timesformer_base, "timesformer_test": tsf.timesformer_test,
+            "vificlip_b16": vificlip.vificlip_b16, "vificlip_test": vificlip.vificlip_test}
+MEAN, STD = KINETICS_MEAN, KINETICS_STD  # the official loaders' normalisation (TimeSformer)
+
+
+def student_norm(arch: str) -> tuple[tuple, tuple]:
+    """Input mean and std of a student architecture (Kinetics for TimeSformer, CLIP's for ViFi-CLIP)."""
+    return (vificlip.CLIP_MEAN, vificlip.CLIP_STD) if arch.startswith("vificlip") else (MEAN, STD)
 
 
 def build_student(settings: StudentSettings, num_classes: int, *, num_frames: int, seed: int = 0) -> tsf.TimeSformer:
@@ -25,6 +34,8 @@ def build_student(settings: StudentSettings, num_classes: int, *, num_frames: in
     if settings.arch not in BUILDERS:
         raise UniegoError(f"student.arch {settings.arch!r} unknown; choose from {', '.join(BUILDERS)}", stage="student")
     torch.manual_seed(seed)
+    if settings.arch.startswith("vificlip"):
+        return _build_vificlip(settings, num_classes)
     extra = {} if settings.patch_size is None else {"patch_size": settings.patch_size}
     if settings.input_size % (settings.patch_size or 16):
         raise UniegoError(f"student.input_size {settings.input_size} is not a multiple of the patch size "
@@ -44,6 +55,31 @@ def build_student(settings: StudentSettings, num_classes: int, *, num_frames: in
     own = model.state_dict()
     if state.get("head.weight") is not None and state["head.weight"].shape != own["head.weight"].shape:
         state = {**state, "head.weight": own["head.weight"], "head.bias": own["head.bias"]}
+    tsf._strict_load(model, state, init)
+    return model
+
+
+def _build_vificlip(settings: StudentSettings, num_classes: int) -> vificlip.ViFiCLIP:
+    """ViFi-CLIP student: random, `hub:openai` (OpenAI CLIP), or a ViFi-CLIP / open_clip / uniego file."""
+    if settings.patch_size is not None:
+        raise UniegoError("student.patch_size applies to TimeSformer students only", stage="student")
+    init = settings.init
+    hub = init[len("hub:"):] if init.startswith("hub:") else None
+    if hub is not None and settings.arch == "vificlip_test":
+        raise UniegoError("student.init: the tiny vificlip_test takes `random` or a file", stage="student")
+    model = BUILDERS[settings.arch](img_size=settings.input_size, num_classes=num_classes, pretrained=hub)
+    if init == "random" or hub is not None:
+        return model
+    if not Path(init).is_file():
+        raise UniegoError(f"student.init: file {init} does not exist (random | hub:openai | a checkpoint file)", stage="student")
+    obj = torch.load(init, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    if "encoder" in obj:  # a uniego checkpoint: the whole student
+        state = dict(obj["encoder"])
+        if "head.weight" in state and state["head.weight"].shape != own["head.weight"].shape:
+            state = {**state, "head.weight": own["head.weight"], "head.bias": own["head.bias"]}
+    else:  # ViFi-CLIP / open_clip: the image encoder; the head stays as initialised
+        state = {**vificlip.vificlip_state_dict(obj), "head.weight": own["head.weight"], "head.bias": own["head.bias"]}
     tsf._strict_load(model, state, init)
     return model
 

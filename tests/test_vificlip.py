@@ -1,0 +1,98 @@
+"""The ViFi-CLIP student backbone: CLIP frame encoder, mean over frames, through Level I and the merge."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from uniego.config import parse_student
+from uniego.errors import UniegoError
+from uniego.merge import layer_group
+from uniego.models.vificlip import CLIP_MEAN, vificlip_state_dict
+from uniego.student import ProxyModel, build_student, student_norm
+
+TINY = {"arch": "vificlip_test", "init": "random", "input_size": 32, "train_jitter": [32, 40]}
+
+
+def test_feature_is_the_mean_frame_embedding():
+    m = build_student(parse_student(TINY), 9, num_frames=4, seed=0).eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        h = m.forward_features(x)
+        per_frame = torch.stack([m.visual(x[:, :, t]) for t in range(4)], 1)
+        torch.testing.assert_close(h, per_frame.mean(1))
+        torch.testing.assert_close(m(x), m.head(h))
+    assert h.shape == (2, 32) and m.embed_dim == 32 and tuple(m.head.weight.shape) == (9, 32)
+    assert student_norm("vificlip_test")[0] == CLIP_MEAN and student_norm("timesformer_test")[0] != CLIP_MEAN
+    # OpenAI layer names, grouped per residual block for the layer-wise merge
+    keys = list(m.state_dict())
+    assert "visual.transformer.resblocks.1.attn.in_proj_weight" in keys and "visual.conv1.weight" in keys
+    assert layer_group("visual.transformer.resblocks.1.mlp.c_fc.weight") == "visual.transformer.resblocks.1"
+    assert layer_group("blocks.3.attn.qkv.weight") == "blocks.3" and layer_group("visual.conv1.weight") == "visual.conv1"
+
+
+def test_vificlip_checkpoint_is_a_prefix_rename(tmp_path):
+    src = build_student(parse_student(TINY), 9, num_frames=4, seed=1)
+    vifi = {"model": {"module.image_encoder." + k[len("visual."):]: v for k, v in src.state_dict().items() if k.startswith("visual.")}}
+    vifi["model"]["module.text_encoder.token_embedding.weight"] = torch.zeros(3, 2)
+    vifi["model"]["module.logit_scale"] = torch.tensor(4.6)
+    torch.save(vifi, tmp_path / "vifi.pth")
+    m = build_student(parse_student({**TINY, "init": str(tmp_path / "vifi.pth")}), 5, num_frames=8, seed=2)
+    for k, v in src.state_dict().items():
+        if k.startswith("visual."):
+            assert torch.equal(m.state_dict()[k], v), k
+    assert tuple(m.head.weight.shape) == (5, 32)
+    with pytest.raises(UniegoError, match="no image-encoder weights"):
+        vificlip_state_dict({"model": {"module.text_encoder.x": torch.zeros(1)}})
+    with pytest.raises(UniegoError, match="TimeSformer students only"):
+        build_student(parse_student({**TINY, "patch_size": 8}), 5, num_frames=4)
+
+
+def test_vificlip_proxy_trains_through_the_cli(tiny_data, tmp_path):
+    """Level I with the ViFi-CLIP student, end to end on the tiny demo (one epoch)."""
+    from uniego.config import ComputeSettings, TeacherSettings
+    from uniego.extract import extract
+    feats = extract(tiny_data["manifest"], tiny_data["clips"], tmp_path / "exo_skl.zarr", TeacherSettings("exo_skl", "stgcn_test", "random"),
+                    compute=ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=4))
+    settings = {"student": TINY, "train": {"epochs": 1, "lr": 0.01, "lr_steps": [0], "lr_factors": [1.0], "momentum": 0.9,
+                                           "nesterov": True, "weight_decay": 1e-4, "batch_size": 4, "accumulate": 1},
+                "level1": {"lambda_feat": 5.0, "lambda_cls": 1.0, "projection": "student"}, "seed": 0, "teacher": "exo_skl"}
+    r = subprocess.run([sys.executable, "-m", "uniego", "train-proxy", "--settings", json.dumps(settings), "--teacher", "exo_skl",
+                        "--manifest", str(tiny_data["manifest"]), "--clips", tiny_data["clips"]["ego"], "--features", str(feats),
+                        "--out", str(tmp_path / "p.pt"), "--workers", "0", "--device", "cpu", "--precision", "fp32"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ck = torch.load(tmp_path / "p.pt", weights_only=True)
+    assert "visual.transformer.resblocks.0.ln_1.weight" in ck["encoder"] and tuple(ck["proj"]["weight"].shape) == (16, 32)
+    assert ProxyModel(build_student(parse_student(TINY), 9, num_frames=4), 16, "student").proj.weight.shape == (16, 32)
+
+
+def test_vificlip_students_merge_layerwise_and_distil(tiny_data, tmp_path):
+    from uniego.config import ComputeSettings, TeacherSettings
+    from uniego.extract import extract
+    from uniego.level2 import run_merge, run_spd
+    from uniego.proxy import export_proxy_outputs, train_proxy
+    cpu = ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=4)
+    train = {"epochs": 1, "lr": 0.01, "lr_steps": [0], "lr_factors": [1.0], "momentum": 0.9, "nesterov": True,
+             "weight_decay": 1e-4, "batch_size": 4, "accumulate": 1}
+    paths, outputs = {}, {}
+    for i, (t, arch) in enumerate((("exo_skl", "stgcn_test"), ("ego_dino", "dinov2_test"))):
+        feats = extract(tiny_data["manifest"], tiny_data["clips"], tmp_path / f"{t}.zarr", TeacherSettings(t, arch, "random"), compute=cpu)
+        s = {"student": TINY, "train": train, "level1": {"lambda_feat": 5.0, "lambda_cls": 1.0, "projection": "teacher"},
+             "seed": i, "teacher": t}
+        paths[t] = str(train_proxy(tiny_data["manifest"], tiny_data["clips"]["ego"], str(feats), str(tmp_path / f"{t}.pt"), s, compute=cpu))
+        outputs[t] = str(export_proxy_outputs(tiny_data["manifest"], tiny_data["clips"]["ego"], paths[t],
+                                              str(tmp_path / f"{t}.outputs.zarr"), {"student": TINY}, compute=cpu))
+    merged = run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "layer", tmp_path / "layer.pt",
+                       {"student": TINY, "merge": {"lr": 0.02, "weight_decay": 0.01, "epochs": 1, "batch_size": 4},
+                        "teachers": list(paths), "seed": 0}, compute=cpu)
+    groups = torch.load(merged, weights_only=True)["meta"]["alpha"]["groups"]
+    assert "visual.transformer.resblocks.0" in groups and "visual.transformer.resblocks.1" in groups and "head" in groups
+    spd = {"init": "layer", "k": 1, "mode": "topk", "beta_feat": 5.0, "beta_logit": 1.0, "beta_cls": 1.0, "tau": 1.0,
+           "student_ce_filter": False, "ce_cap": None, "normalize": "paper", "feature_projection": False}
+    out = torch.load(run_spd(tiny_data["manifest"], tiny_data["clips"]["ego"], str(merged), outputs, tmp_path / "uniego.pt",
+                             {"student": TINY, "train": train, "spd": spd, "teachers": list(paths), "seed": 0}, compute=cpu),
+                     weights_only=True)
+    assert out["meta"]["method"] == "uniego" and "visual.ln_post.weight" in out["encoder"]
