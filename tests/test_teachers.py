@@ -103,7 +103,19 @@ def test_dinov2_original_checkpoint_loads_exactly(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(run(t, s)[0], ref.eval().forward_features(x)[:, 0], rtol=0, atol=0)
     prov = t.provenance()
-    assert prov["weights_sha256"] and prov["stand_in"] is False
+    assert prov["weights_sha256"] and prov["stand_in"] is True  # real weights, but a tiny architecture
+    from uniego.teachers.registry import get_teacher
+    assert prov["stand_in_reason"] == f"tiny test architecture dinov2_test, not {get_teacher('exo_dino').paper_model}"
+
+
+def test_full_architecture_with_real_weights_is_no_stand_in():
+    from uniego.teachers.build import Teacher
+    from uniego.teachers.registry import get_arch, get_teacher
+    full = Teacher(get_teacher("exo_dino"), get_arch("dinov2_vitl14"), TeacherSettings("exo_dino", "dinov2_vitl14", "hub:x"))
+    assert full._stand_in_reason() is None
+    skego = Teacher(get_teacher("exo_skego"), get_arch("skego_standin_vitb16"),
+                    TeacherSettings("exo_skego", "skego_standin_vitb16", "hub:openai"))
+    assert "STAND-IN for Sk-Ego" in skego._stand_in_reason()
 
 
 def test_dinov2_pos_embed_is_resized_the_dinov2_way(tmp_path):

@@ -92,6 +92,21 @@ def test_changing_one_teacher_reruns_only_its_store(built):
         assert (built / f"results/tiny/features/{t}.zarr/zarr.json").stat().st_mtime_ns == mtime, t
 
 
+def test_switching_off_a_task_teacher_reruns_only_its_extraction(built):
+    overlay = built / "tests" / "configs" / "frozen_skl.yaml"
+    overlay.write_text(yaml.safe_dump({"teachers": {"exo_skl": {"arch": "stgcn_test", "weights": "random", "finetune": False}}}))
+    def skl_command(result):
+        lines = [x for x in result.stdout.splitlines() if x.startswith("uniego extract") and "--teacher exo_skl" in x]
+        assert len(lines) == 1, result.stdout
+        return lines[0]
+
+    forced = snakemake(built, "results/tiny/features/exo_skl.zarr", "-n", "-p", "-f")
+    assert "--task-teacher results/tiny/teachers/exo_skl.pt" in skl_command(forced)
+    dry = snakemake(built, *STORES, "-n", "-p", overlays=[overlay])
+    assert dry.returncode == 0, dry.stderr
+    assert "train_teacher" not in planned_jobs(dry) and "--task-teacher" not in skl_command(dry)
+
+
 def test_bad_config_fails_when_the_dag_is_built(built):
     overlay = built / "tests" / "configs" / "bad.yaml"
     overlay.write_text(yaml.safe_dump({"clips": {"num_frame": 8}}))
