@@ -10,7 +10,7 @@ import pytest
 from uniego.config import ClipSettings, DemoPreset, load_yaml, validate_config
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = DemoPreset(clips_per_class=3, size=64, fps=12, seconds=1.5, sessions=1, actions_per_session=2)
+TINY = DemoPreset(clips_per_class=3, size=64, fps=12, seconds=1.5, sessions=2, actions_per_session=2)
 TINY_CLIPS = ClipSettings(num_frames=4, size=48, sampling="uniform", stride=2, skeleton_frames=16)
 
 

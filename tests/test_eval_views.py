@@ -1,5 +1,7 @@
 """The multi-view test protocol: temporal views x spatial crops, logits summed."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from uniego.data import ClipSource
 from uniego.errors import UniegoError
 from uniego.evaluate import evaluate_recognition
 from uniego.manifest import manifest_sha256
+from uniego.metrics import retrieval_scores
 from uniego.proxy import predict
 from uniego.student import build_student
 from uniego.video import frame_indices, read_frames
@@ -62,13 +65,48 @@ def test_recognition_sums_temporal_views_and_crops(views_store, tiny_data, tmp_p
                                                        "manifest_sha256": sha, "seed": 5}}, ck)
     settings = {"student": STUDENT, "eval": {"spatial_crops": 3, "temporal_clips": 2}}
     cpu = ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=4)
-    res = evaluate_recognition(str(tiny_data["manifest"]), views_store, str(ck), str(tmp_path / "r.json"), settings, compute=cpu)
+    res = evaluate_recognition(str(tiny_data["manifest"]), views_store, str(ck), str(tmp_path / "r.json"), settings, compute=cpu,
+                               retrieval_out=str(tmp_path / "retrieval.json"))
     table = tiny_data["table"]
     ids = list(table.sample_id[table.split == "test"])
-    logits = sum(predict(enc, ClipSource(views_store, ids, manifest_sha256=sha, temporal_view=v), student,
-                         device=torch.device("cpu"), crop=c)[1] for v in range(2) for c in range(3))
+    outs = [predict(enc, ClipSource(views_store, ids, manifest_sha256=sha, temporal_view=v), student,
+                    device=torch.device("cpu"), crop=c) for v in range(2) for c in range(3)]
+    logits = sum(z for _, z in outs)
     y = table.label[table.split == "test"].to_numpy()
     assert res["views"] == "2x3" and res["n"] == len(ids)
     assert res["top1"] == pytest.approx(100 * float((logits.argmax(1) == y).mean()))
+    # retrieval from the same pass: the tiny test split has one clip per class, so it is undefined (null)
+    retrieval = json.loads((tmp_path / "retrieval.json").read_text())
+    assert np.bincount(y).max() == 1
+    assert retrieval["mAP"] is None and retrieval["R@1"] is None and "no test class" in retrieval["note"]
+    assert retrieval["views"] == "2x3" and "retrieval" not in json.loads((tmp_path / "r.json").read_text())
     with pytest.raises(UniegoError, match="temporal views 2; asked for view None"):
         ClipSource(views_store, ids, manifest_sha256=sha)
+
+
+def test_retrieval_uses_the_cls_averaged_over_views(views_store, tiny_data, tmp_path):
+    """Relabel the test clips into two classes (a manifest of our own) so every query has relevant clips."""
+    from uniego.manifest import read_manifest, write_manifest
+    table, classes = read_manifest(tiny_data["manifest"])
+    test = table.split == "test"
+    table.loc[test, "label"] = np.arange(test.sum()) % 2
+    manifest = tmp_path / "two.parquet"
+    write_manifest(table, classes, manifest)
+    sha = manifest_sha256(manifest)
+    student = parse_student(STUDENT)
+    enc = build_student(student, 9, num_frames=4, seed=6)
+    ck = tmp_path / "m.pt"
+    torch.save({"encoder": enc.state_dict(), "meta": {"kind": "student", "classes": classes, "num_frames": 4,
+                                                       "manifest_sha256": sha, "seed": 6}}, ck)
+    clips = build_clip_cache(manifest, "ego", tmp_path / "ego.zarr", CLIPS, workers=0)
+    settings = {"student": STUDENT, "eval": {"spatial_crops": 3, "temporal_clips": 1}}
+    cpu = ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=4)
+    evaluate_recognition(str(manifest), str(clips), str(ck), str(tmp_path / "r.json"), settings, compute=cpu,
+                         retrieval_out=str(tmp_path / "retrieval.json"))
+    ids = list(table.sample_id[test])
+    feats = sum(predict(enc, ClipSource(str(clips), ids, manifest_sha256=sha), student, device=torch.device("cpu"), crop=c)[0]
+                for c in range(3)) / 3
+    expect = retrieval_scores(feats, table.label[test].to_numpy())
+    got = json.loads((tmp_path / "retrieval.json").read_text())
+    assert got["mAP"] == pytest.approx(expect["mAP"]) and got["R@1"] == pytest.approx(expect["R@1"])
+    assert 0 < got["mAP"] <= 1 and got["queries"] == len(ids) and got["views"] == "1x3"

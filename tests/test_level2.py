@@ -63,10 +63,20 @@ def test_spd_records_selections(tiny_data, proxies, tmp_path):
     merged = run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "average", tmp_path / "avg.pt", merge_settings(), compute=CPU)
     spd = {"init": "average", "k": 1, "mode": "topk", "beta_feat": 5.0, "beta_logit": 1.0, "beta_cls": 1.0, "tau": 1.0,
            "student_ce_filter": False, "ce_cap": None, "normalize": "paper", "feature_projection": False}
-    settings = {"student": SETTINGS["student"], "train": {**SETTINGS["train"], "epochs": 2}, "spd": spd, "teachers": TEACHERS, "seed": 0}
+    settings = {"student": SETTINGS["student"], "train": {**SETTINGS["train"], "epochs": 2}, "spd": spd, "teachers": TEACHERS,
+                "seed": 0, "probe_samples": 3}
     out = torch.load(run_spd(tiny_data["manifest"], tiny_data["clips"]["ego"], str(merged), outputs, tmp_path / "uniego.pt",
                              settings, compute=CPU), weights_only=True)
     sel = out["meta"]["selection"]
+    bs = SETTINGS["train"]["batch_size"]
+    assert sel["samples_seen"] == 2 * (9 // bs) * bs            # the probe is not counted as training samples
+    history = out["meta"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(0 <= h["grad_conflict_rate"] <= 1 and 0 <= h["grad_probe_distilled"] <= 1 for h in history)
+    # the conflict figure reads that history
+    from uniego.analysis import conflict_analysis
+    r = conflict_analysis({"uniego": str(tmp_path / "uniego.pt")}, str(tmp_path / "c.json"), str(tmp_path / "c.png"))
+    assert r["models"]["uniego"]["conflict_rate"] == [h["grad_conflict_rate"] for h in history]
     per_class = np.array(sel["per_class"])
     assert per_class.shape == (9, 2)
     assert per_class.sum(0).tolist() == [sel["per_proxy"][t] for t in TEACHERS]

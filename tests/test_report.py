@@ -44,3 +44,30 @@ def test_report_gives_every_seed_and_the_mean(tmp_path):
     assert "does NOT hold" in write_report("demo", paths, tmp_path / "r2.md").read_text()
     with pytest.raises(UniegoError, match="no recognition result for seed"):
         write_report("demo", paths[:-1], tmp_path / "r3.md")
+
+
+def test_report_retrieval_and_segmentation_tables(tmp_path):
+    import json
+    rec, ret, seg = [], [], []
+    for seed, (u_map, e_map, u_f1) in enumerate([(0.50, 0.30, 40.0), (0.60, 0.40, 50.0)]):
+        for name, m, f1 in (("uniego", u_map, u_f1), ("baseline_ego", e_map, 20.0)):
+            for kind, obj, bucket in (
+                    ("rec", {"model": name, "top1": 50.0, "top5": 90.0, "n": 54, "views": "1x3"}, rec),
+                    ("ret", {"model": name, "mAP": m, "R@1": m + 0.1, "feature": "CLS", "views": "1x3"}, ret),
+                    ("seg", {"model": name, "F1@10": f1, "F1@25": f1, "F1@50": f1 - 10, "Edit": 60.0, "Acc": 70.0,
+                             "feature_stride": 2, "temporal_model": "MS-TCN 4x10x64", "train_videos": 4,
+                             "test_videos": 2, "frames": 600, "background": []}, seg)):
+                p = tmp_path / f"{kind}{seed}{name}.json"
+                p.write_text(json.dumps(obj))
+                bucket.append(f"{seed}={p}")
+    text = write_report("demo", rec, tmp_path / "r.md", retrieval=ret, segmentation=seg).read_text()
+    assert "## Video retrieval" in text and "| mAP | R@1 |" in text
+    assert "| uniego | 0.550 ± 0.071 | 0.650 ± 0.071 |" in text
+    assert "| baseline_ego | 0.350 ± 0.071 | 0.450 ± 0.071 |" in text
+    assert "## Temporal action segmentation" in text and "MS-TCN 4x10x64 trained on 4 train videos" in text
+    assert "| uniego | 45.0 ± 7.1 | 45.0 ± 7.1 | 35.0 ± 7.1 | 60.0 ± 0.0 | 70.0 ± 0.0 |" in text
+    # an undefined retrieval (no class with two test clips) prints n/a, never a number
+    p = tmp_path / "none.json"
+    p.write_text(json.dumps({"model": "uniego", "mAP": None, "R@1": None, "feature": "CLS", "views": "1x3"}))
+    text = write_report("demo", [rec[0]], tmp_path / "r2.md", retrieval=[f"0={p}"]).read_text()
+    assert "| uniego | n/a | n/a |" in text

@@ -150,3 +150,29 @@ def test_uniego_through_the_dag_and_spd_k_reruns_only_spd(built):
     assert planned_jobs(dry) == {"spd": 1, "recognition": 1}, dry.stdout
     assert "output: results/tiny/eval/uniego/recognition.json" in dry.stdout
     assert "output: results/tiny/eval/baseline_ego/recognition.json" not in dry.stdout
+
+
+def test_segmentation_and_retrieval_through_the_dag(built):
+    """Runs after the test above (same Level-II overlay: its models are reused)."""
+    import json
+    base = {"train": {"epochs": 1}, "merge": {"epochs": 1}, "level1": {"teachers": ["exo_skl", "ego_dino"]}}
+    overlay = built / "tests" / "configs" / "segmentation.yaml"
+    overlay.write_text(yaml.safe_dump({**base, "segmentation": {"models": ["baseline_ego", "uniego"]}}))
+    targets = [f"results/tiny/eval/{m}/segmentation.json" for m in ("baseline_ego", "uniego")]
+    dry = snakemake(built, *targets, "-n", overlays=[overlay])
+    assert planned_jobs(dry) == {"sessions": 1, "session_clips": 1, "dense_features": 2, "segmentation": 2}, dry.stdout
+    r = snakemake(built, *targets, overlays=[overlay])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for t in targets:
+        res = json.loads((built / t).read_text())
+        assert res["test_videos"] == 1 and res["train_videos"] == 1 and res["feature_stride"] == 4
+        assert all(0 <= res[k] <= 100 for k in ("F1@10", "F1@25", "F1@50", "Edit", "Acc"))
+    ret = json.loads((built / "results/tiny/eval/uniego/retrieval.json").read_text())
+    assert ret["mAP"] is None and "no test class" in ret["note"]   # tiny: one test clip per class
+    # a temporal-model setting reruns only the segmentation jobs; the report plans every table
+    overlay.write_text(yaml.safe_dump({**base, "segmentation": {"models": ["baseline_ego", "uniego"], "epochs": 3}}))
+    dry = snakemake(built, *targets, "-n", overlays=[overlay])
+    assert planned_jobs(dry) == {"segmentation": 2}, dry.stdout
+    dry = snakemake(built, "results/tiny/report.md", "-n", overlays=[overlay])
+    jobs = planned_jobs(dry)
+    assert jobs["report"] == 1 and jobs["segmentation"] == 2 and "dense_features" not in jobs, dry.stdout

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from uniego.io import atomic_write_json
+
 
 def linear_cka(x, y) -> float:
     """Linear CKA of x [N, D1] and y [N, D2] (rows: the same N samples), feature-space form:
@@ -36,3 +38,169 @@ def cka_matrix(features: dict[str, np.ndarray]) -> np.ndarray:
         for j in range(i + 1, len(names)):
             out[i, j] = out[j, i] = linear_cka(features[names[i]], features[names[j]])
     return out
+
+
+# --- Figure 3: representation similarity of teachers and of proxies ----------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_png(fig, out) -> None:
+    import os
+    from pathlib import Path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".partial.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    _plt().close(fig)
+    os.replace(tmp, out)
+
+
+def _mean_offdiag(m: np.ndarray) -> float:
+    return float(m[~np.eye(len(m), dtype=bool)].mean()) if len(m) > 1 else float("nan")
+
+
+def cka_analysis(manifest: str, teachers: dict[str, str], proxies: dict[str, str], out_json: str, out_png: str, *,
+                 max_samples: int, seed: int) -> dict:
+    """Linear CKA between every pair of teachers (their stored features) and every pair of
+    proxies (their CLS on the train split), on the same train samples; also each proxy
+    against its own teacher. Heatmap as the paper's Figure 3: teachers below the diagonal,
+    proxies above."""
+    from uniego.cache import read_array
+    from uniego.errors import UniegoError
+    from uniego.manifest import manifest_sha256, read_manifest
+
+    names = list(teachers)
+    if names != list(proxies):
+        raise UniegoError(f"CKA needs the same teachers and proxies in the same order: {names} vs {list(proxies)}",
+                          stage="analysis")
+    table, _ = read_manifest(manifest)
+    sha = manifest_sha256(manifest)
+    train = table.sample_id[table.split == "train"].tolist()
+    pick = np.sort(np.random.default_rng(seed).permutation(len(train))[:max_samples])
+    ids = [train[i] for i in pick]
+    t_feats, p_feats = {}, {}
+    row_of = {sid: i for i, sid in enumerate(table.sample_id)}
+    pos = np.array([row_of[i] for i in ids])
+    for name in names:
+        values, _ = read_array(teachers[name], manifest_sha256=sha, sample_ids=table.sample_id, stage="analysis")
+        values = values.astype(np.float64)
+        t_feats[name] = values.mean(axis=1)[pos] if values.ndim == 3 else values[pos]
+        feats, _ = read_array(proxies[name], "feature", manifest_sha256=sha, sample_ids=train, stage="analysis")
+        p_feats[name] = feats[pick].astype(np.float64)
+    t_cka, p_cka = cka_matrix(t_feats), cka_matrix(p_feats)
+    own = {n: linear_cka(t_feats[n], p_feats[n]) for n in names}
+    result = {"teachers": names, "samples": len(ids), "split": "train", "teacher_cka": t_cka.tolist(),
+              "proxy_cka": p_cka.tolist(), "proxy_vs_own_teacher": own,
+              "mean_offdiagonal_teachers": _mean_offdiag(t_cka), "mean_offdiagonal_proxies": _mean_offdiag(p_cka),
+              "note": "linear CKA (feature-space form, centred, float64); teacher features averaged over frames"}
+    plt = _plt()
+    grid = np.full((len(names), len(names)), np.nan)
+    lower, upper = np.tril_indices(len(names), -1), np.triu_indices(len(names), 1)
+    grid[lower], grid[upper] = t_cka[lower], p_cka[upper]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(names), 0.6 + 0.7 * len(names)))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if i != j:
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if grid[i, j] < 0.6 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_title(f"Linear CKA on {len(ids)} train clips\nbelow diagonal: teachers "
+                 f"(mean {result['mean_offdiagonal_teachers']:.2f}); above: proxies "
+                 f"(mean {result['mean_offdiagonal_proxies']:.2f})", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    _save_png(fig, out_png)
+    atomic_write_json(out_json, result)
+    return result
+
+
+# --- Figure 6, Tables 11-12: which proxies SPD selected ----------------------------------
+
+
+def selection_analysis(checkpoint: str, out_json: str, out_png: str) -> dict:
+    """Selection frequency of every proxy during SPD (the counts the SPD run recorded, summed
+    over epochs): overall as a fraction of the samples seen, and per class as a fraction of
+    that class's samples."""
+    import torch
+
+    from uniego.errors import UniegoError
+
+    obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
+    sel = meta.get("selection")
+    if meta.get("method") != "uniego" or not sel:
+        raise UniegoError(f"{checkpoint} is not an SPD result with selection counts", stage="analysis")
+    teachers, classes = meta["teachers"], meta["classes"]
+    per_class = np.asarray(sel["per_class"], dtype=np.float64)          # [C, R] counts
+    seen = sel["samples_seen"]
+    overall = {t: sel["per_proxy"][t] / seen for t in teachers}
+    result = {"teachers": teachers, "classes": classes, "samples_seen": seen, "epochs": meta["train"]["epochs"],
+              "k": meta["spd"]["k"], "mode": meta["spd"]["mode"], "overall_fraction": overall,
+              "per_class_counts": per_class.tolist(),
+              "per_class_share": (per_class / np.maximum(per_class.sum(1, keepdims=True), 1)).tolist()}
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(6 + 0.5 * len(teachers), 1.5 + 0.35 * len(classes)),
+                                 gridspec_kw={"width_ratios": [1, 1.4]})
+    a1.barh(range(len(teachers)), [overall[t] for t in teachers], color="tab:blue")
+    a1.set_yticks(range(len(teachers)), teachers, fontsize=8)
+    a1.invert_yaxis()
+    a1.set_xlabel("fraction of SPD samples selecting the proxy")
+    a1.set_title(f"overall (K={result['k']}, {result['mode']})", fontsize=9)
+    share = np.asarray(result["per_class_share"])
+    im = a2.imshow(share, vmin=0, vmax=1, cmap="magma", aspect="auto")
+    a2.set_xticks(range(len(teachers)), teachers, rotation=45, ha="right", fontsize=7)
+    a2.set_yticks(range(len(classes)), classes, fontsize=7)
+    a2.set_title("share of each class's selections", fontsize=9)
+    fig.colorbar(im, ax=a2, fraction=0.046)
+    _save_png(fig, out_png)
+    atomic_write_json(out_json, result)
+    return result
+
+
+# --- Figures 4-5: gradient conflict per epoch ----------------------------------------------
+
+
+def conflict_analysis(models: dict[str, str], out_json: str, out_png: str) -> dict:
+    """The per-epoch gradient-conflict probe records (`uniego.engine.gradient_conflict`) of
+    trained models (naive MTD, SPD over all proxies, SPD), from their checkpoints' history."""
+    import torch
+
+    from uniego.errors import UniegoError
+
+    curves = {}
+    for name, path in models.items():
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        history = (obj.get("meta", {}) if isinstance(obj, dict) else {}).get("history") or []
+        rows = [h for h in history if "grad_conflict_rate" in h]
+        if not rows:
+            raise UniegoError(f"{path} ({name}) has no gradient-conflict records: it was trained with "
+                              "analysis.probe_samples = 0 or before the probe existed; retrain it", stage="analysis")
+        curves[name] = {"epoch": [h["epoch"] for h in rows], "conflict_rate": [h["grad_conflict_rate"] for h in rows],
+                        "cosine_mean": [h["grad_cosine_mean"] for h in rows],
+                        "distilled": [h.get("grad_probe_distilled") for h in rows]}
+    result = {"models": curves,
+              "mean_conflict_rate": {m: float(np.mean(c["conflict_rate"])) for m, c in curves.items()},
+              "note": "cos(grad of the weighted CE term, grad of the weighted distillation term) over the encoder "
+                      "parameters, per probe clip, after every epoch (model in eval mode)"}
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, c in curves.items():
+        a1.plot(c["epoch"], c["conflict_rate"], marker="o", ms=3, label=name)
+        a2.plot(c["epoch"], [np.nan if v is None else v for v in c["cosine_mean"]], marker="o", ms=3, label=name)
+    a1.set(xlabel="epoch", ylabel="fraction of probe clips with cos < 0", title="gradient conflict rate", ylim=(-0.02, 1.02))
+    a2.set(xlabel="epoch", ylabel="mean cos(grad CE, grad KD)", title="gradient cosine")
+    a2.axhline(0, color="grey", lw=0.8)
+    a1.legend(fontsize=8)
+    _save_png(fig, out_png)
+    atomic_write_json(out_json, result)
+    return result

@@ -14,13 +14,14 @@ from torch import nn
 
 from uniego import __version__
 from uniego.config import ComputeSettings, Level1Settings, from_dict, parse_student, parse_train
-from uniego.data import ClipBatches, ClipSource
-from uniego.engine import train
+from uniego.data import ClipBatches, ClipSource, probe_batch
+from uniego.engine import epoch_history, train
 from uniego.errors import UniegoError
 from uniego.extract import resolve_device
 from uniego.losses import cosine_distance
 from uniego.manifest import manifest_sha256, read_manifest
-from uniego.proxy import _atomic_save, teacher_targets
+from uniego.io import atomic_torch_save
+from uniego.proxy import teacher_targets
 from uniego.student import ProxyModel, build_student
 
 BASELINES = ("ego", "naive_mtd")
@@ -41,7 +42,7 @@ class NaiveMTDTask:
     def __init__(self, model: nn.ModuleDict, targets: dict[str, torch.Tensor], lv: Level1Settings):
         self.model, self.targets, self.lv = model, targets, lv
 
-    def step(self, batch):
+    def _terms(self, batch):
         first = next(iter(self.model.values()))
         h = first.encoder.forward_features(batch["clip"])
         z = first.encoder.head(h)
@@ -49,9 +50,18 @@ class NaiveMTDTask:
         for t, pm in self.model.items():
             a, b = pm.align(h, self.targets[t].to(h.device)[batch["index"]])
             terms.append(cosine_distance(a, b).mean())
-        feat = torch.stack(terms).mean()
-        ce = F.cross_entropy(z, batch["label"])
+        return F.cross_entropy(z, batch["label"]), torch.stack(terms).mean()
+
+    def step(self, batch):
+        ce, feat = self._terms(batch)
         return {"loss": self.lv.lambda_cls * ce + self.lv.lambda_feat * feat, "cls_loss": ce.detach(), "feat_loss": feat.detach()}
+
+    def gradient_terms(self, batch):
+        ce, feat = self._terms(batch)
+        return self.lv.lambda_cls * ce, self.lv.lambda_feat * feat
+
+    def shared_parameters(self):
+        return next(iter(self.model.values())).encoder.parameters()
 
 
 def run_baseline(name: str, manifest: str, clips: str, features: dict, out: str, settings: dict, *,
@@ -76,13 +86,14 @@ def run_baseline(name: str, manifest: str, clips: str, features: dict, out: str,
         task = NaiveMTDTask(nn.ModuleDict({t: ProxyModel(encoder, targets[t].shape[1], lv.projection) for t in teachers}),
                             targets, lv)
     labels = table.label.to_numpy()[rows]
+    probe = probe_batch(source, labels, student, settings.get("probe_samples", 0)) if name != "ego" else None
     out = Path(out)
     identity = {"baseline": name, "manifest": sha, "student": student.__dict__, "level1": lv.__dict__,
                 "teachers": teachers if name != "ego" else [], "code_version": code_version}
     train(task, lambda b, e: ClipBatches(source, labels, student, b, epoch=e, seed=seed, train=True), len(rows), train_s,
           out.with_name(out.stem + ".run"), seed=seed, identity=identity, device=resolve_device(compute),
-          precision=compute.precision, workers=compute.workers, desc=f"baseline {name}")
+          precision=compute.precision, workers=compute.workers, desc=f"baseline {name}", probe=probe)
     meta = {"kind": "student", "method": name, "classes": classes, "num_frames": source.num_frames, "seed": seed,
-            "teachers": identity["teachers"], "manifest_sha256": sha, "code_version": code_version, "uniego_version": __version__}
-    _atomic_save({"encoder": encoder.cpu().state_dict(), "meta": json.loads(json.dumps(meta))}, out)
+            "teachers": identity["teachers"], "history": epoch_history(out.with_name(out.stem + ".run")), "manifest_sha256": sha, "code_version": code_version, "uniego_version": __version__}
+    atomic_torch_save({"encoder": encoder.cpu().state_dict(), "meta": json.loads(json.dumps(meta))}, out)
     return out

@@ -135,14 +135,77 @@ def cmd_evaluate(args):
     from uniego.evaluate import evaluate_recognition
 
     r = evaluate_recognition(args.manifest, args.clips, args.model, args.out, _settings(args, "evaluate"),
-                             compute=_compute(args), name=args.name)
+                             compute=_compute(args), name=args.name, retrieval_out=args.retrieval_out)
     print(f"{r['model']}: top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}  ({r['n']} test clips, {r['views']} views)")
+    if "retrieval" in r:
+        m, r1 = r["retrieval"]["mAP"], r["retrieval"]["R@1"]
+        print(f"{r['model']}: retrieval " + ("undefined (no test class has two clips)" if m is None else f"mAP {m:.3f}  R@1 {r1:.3f}"))
+
+
+def cmd_sessions(args):
+    from uniego.sessions import build_demo_sessions, write_sessions
+
+    s = _settings(args, "manifest")
+    if s["adapter"] != "demo":
+        raise UniegoError(f"adapter {s['adapter']!r} has no long sessions for segmentation (only: demo)", stage="sessions")
+    table, classes = build_demo_sessions(s["root"], s["dataset"])
+    write_sessions(table, classes, args.out, extra={"dataset": s["dataset"], "kind": "sessions", "code_version": args.code_version})
+    print(f"{args.out}: {len(table)} sessions, {int(table.n_frames.sum())} frames, {len(classes)} classes")
+
+
+def cmd_session_clips(args):
+    from uniego.sessions import build_window_cache
+
+    build_window_cache(args.sessions, args.out, _settings(args, "session_clips"), workers=args.workers,
+                       code_version=args.code_version)
+
+
+def cmd_dense_features(args):
+    from uniego.segmentation import dense_features
+
+    dense_features(args.sessions, args.windows, args.model, args.out, _settings(args, "evaluate"),
+                   compute=_compute(args), code_version=args.code_version)
+
+
+def cmd_cka(args):
+    from uniego.analysis import cka_analysis
+
+    s = _settings(args, "cka")
+    r = cka_analysis(args.manifest, _pairs(args.features), _pairs(args.proxy_outputs), args.out, args.png,
+                     max_samples=s["analysis"]["cka_samples"], seed=s["seed"])
+    print(f"mean pairwise CKA: teachers {r['mean_offdiagonal_teachers']:.3f}, proxies {r['mean_offdiagonal_proxies']:.3f} "
+          f"({r['samples']} train clips)")
+
+
+def cmd_selection(args):
+    from uniego.analysis import selection_analysis
+
+    r = selection_analysis(args.model, args.out, args.png)
+    print("selection frequency: " + ", ".join(f"{t} {v:.2f}" for t, v in r["overall_fraction"].items()))
+
+
+def cmd_conflict(args):
+    from uniego.analysis import conflict_analysis
+
+    r = conflict_analysis(_pairs(args.models), args.out, args.png)
+    print("mean gradient-conflict rate: " + ", ".join(f"{m} {v:.2f}" for m, v in r["mean_conflict_rate"].items()))
+
+
+def cmd_segment(args):
+    from uniego.segmentation import train_and_score
+
+    r = train_and_score(args.sessions, args.features, args.out, _settings(args, "segment"), name=args.name,
+                        compute=_compute(args), code_version=args.code_version)
+    print(f"{r['model']}: F1@10/25/50 {r['F1@10']:.1f}/{r['F1@25']:.1f}/{r['F1@50']:.1f}  Edit {r['Edit']:.1f}  "
+          f"Acc {r['Acc']:.1f}  ({r['test_videos']} test videos)")
 
 
 def cmd_report(args):
     from uniego.report import write_report
 
-    write_report(args.dataset or "dataset", args.recognition, args.out)
+    write_report(args.dataset or "dataset", args.recognition, args.out, retrieval=args.retrieval or [],
+                 segmentation=args.segmentation or [], cka=args.cka, selection=args.selection,
+                 conflict=args.conflict, ablations=args.ablations or [])
 
 
 def _compute_args(p):
@@ -267,12 +330,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--name", default="")
     p.add_argument("--out", required=True, help="recognition.json")
+    p.add_argument("--retrieval-out", help="also write retrieval.json (mAP, R@1) from the same forward pass")
     _compute_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sessions", help="build results/{ds}/sessions.parquet: the long videos for segmentation")
+    _common(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_sessions)
+
+    p = sub.add_parser("session-clips", help="decode the sliding windows of every session into a clip store")
+    _common(p)
+    p.add_argument("--sessions", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_session_clips)
+
+    p = sub.add_parser("dense-features", help="a trained encoder's CLS feature on every session window")
+    _common(p)
+    p.add_argument("--sessions", required=True)
+    p.add_argument("--windows", required=True, help="clips/sessions.zarr")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    _compute_args(p)
+    p.set_defaults(func=cmd_dense_features)
+
+    p = sub.add_parser("cka", help="linear CKA of every pair of teachers and of proxies (Figure 3)")
+    _common(p)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--features", nargs="+", required=True, help="TEACHER=features/TEACHER.zarr")
+    p.add_argument("--proxy-outputs", nargs="+", required=True, help="TEACHER=proxies/TEACHER.outputs.zarr")
+    p.add_argument("--out", required=True, help="cka.json")
+    p.add_argument("--png", required=True, help="cka.png")
+    p.set_defaults(func=cmd_cka)
+
+    p = sub.add_parser("selection", help="SPD proxy selection frequency, overall and per class (Figure 6)")
+    p.add_argument("--model", required=True, help="uniego.pt")
+    p.add_argument("--out", required=True, help="selection.json")
+    p.add_argument("--png", required=True, help="selection.png")
+    p.set_defaults(func=cmd_selection)
+
+    p = sub.add_parser("conflict", help="gradient-conflict rate and cosine per epoch (Figures 4-5)")
+    p.add_argument("--models", nargs="+", required=True, help="NAME=checkpoint.pt (trained with analysis.probe_samples > 0)")
+    p.add_argument("--out", required=True, help="conflict.json")
+    p.add_argument("--png", required=True, help="conflict.png")
+    p.set_defaults(func=cmd_conflict)
+
+    p = sub.add_parser("segment", help="train MS-TCN on dense features, score F1@k / Edit / Acc on the test videos")
+    _common(p)
+    p.add_argument("--sessions", required=True)
+    p.add_argument("--features", required=True)
+    p.add_argument("--name", default="")
+    p.add_argument("--out", required=True, help="segmentation.json")
+    _compute_args(p)
+    p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("report", help="write results/{ds}/report.md from the evaluation files")
     p.add_argument("--dataset", default="")
     p.add_argument("--recognition", nargs="+", required=True, help="recognition.json files, or SEED=FILE for several seeds")
+    p.add_argument("--retrieval", nargs="*", help="retrieval.json files (FILE or SEED=FILE)")
+    p.add_argument("--segmentation", nargs="*", help="segmentation.json files (FILE or SEED=FILE)")
+    p.add_argument("--cka", help="analysis/cka.json (its .png is linked)")
+    p.add_argument("--selection", help="analysis/selection.json (its .png is linked)")
+    p.add_argument("--conflict", help="analysis/conflict.json (its .png is linked)")
+    p.add_argument("--ablations", nargs="*", help="recognition.json of the SPD ablations (main seed)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 

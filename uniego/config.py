@@ -273,7 +273,17 @@ def canonical_json(obj) -> str:
 
 
 # ---------------------------------------------------------------- what each stage receives
-def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None, teacher: str | None = None) -> dict:
+def ablation_spd(c: dict, name: str) -> dict:
+    """The `spd` section with ablation `name`'s overlay applied."""
+    from uniego.errors import UniegoError
+
+    if name not in c.get("ablations", {}):
+        raise UniegoError(f"ablation {name!r} is not in the config's `ablations` ({', '.join(c.get('ablations', {})) or 'none'})")
+    return {**c["spd"], **c["ablations"][name]}
+
+
+def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None, teacher: str | None = None,
+                   ablation: str | None = None) -> dict:
     """The config sub-tree that affects `stage`'s result for dataset `ds` (rules pass it through
     `params:`, so editing it reruns exactly the jobs that depend on it)."""
     c = dataset_config(config, ds)
@@ -298,12 +308,25 @@ def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None
     if stage == "merge":
         return {"student": c["student"], "merge": c["merge"], "teachers": c["level1"]["teachers"], "seed": c["seed"]}
     if stage == "spd":
-        return {"student": c["student"], "train": c["train"], "spd": c["spd"], "teachers": c["level1"]["teachers"],
-                "seed": c["seed"]}
+        out = {"student": c["student"], "train": c["train"], "spd": c["spd"], "teachers": c["level1"]["teachers"],
+               "seed": c["seed"], "probe_samples": c["analysis"]["probe_samples"]}
+        if ablation is not None:
+            out.update(spd=ablation_spd(c, ablation), ablation=ablation)
+        return out
     if stage == "baseline":
-        return {"student": c["student"], "train": c["train"], "level1": c["level1"], "seed": c["seed"]}
+        return {"student": c["student"], "train": c["train"], "level1": c["level1"], "seed": c["seed"],
+                "probe_samples": c["analysis"]["probe_samples"]}
     if stage == "evaluate":
         return {"student": c["student"], "eval": c["eval"]}
+    if stage == "session_clips":
+        seg = c["segmentation"]
+        return {"num_frames": c["clips"]["num_frames"], "size": c["clips"]["size"], "stride": seg["stride"],
+                "frame_step": seg["frame_step"]}
+    if stage == "cka":
+        return {"analysis": {"cka_samples": c["analysis"]["cka_samples"]}, "seed": c["seed"]}
+    if stage == "segment":
+        keep = ("background", "stages", "layers", "channels", "dropout", "smooth_weight", "smooth_tau", "lr", "epochs")
+        return {"segmentation": {k: c["segmentation"][k] for k in keep}, "seed": c["seed"]}
     raise ValueError(f"unknown stage {stage!r}")
 
 

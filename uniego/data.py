@@ -93,3 +93,12 @@ class ClipBatches(Dataset):
             clips.append(make_view(self.source[int(i)], self.s, train=self.train, rng=rng, crop=self.crop, mean=mean, std=std))
         return {"clip": torch.stack(clips), "label": torch.as_tensor(self.labels[idx], dtype=torch.long),
                 "index": torch.as_tensor(np.asarray(idx), dtype=torch.long)}
+
+
+def probe_batch(source: ClipSource, labels, settings: StudentSettings, n: int) -> dict | None:
+    """The first n samples (eval view, centre crop) as one fixed batch: the gradient-conflict
+    probe. None when n is 0."""
+    if not n:
+        return None
+    idx = np.arange(min(n, len(source)))
+    return ClipBatches(source, labels, settings, [idx], epoch=0, seed=0, train=False)[0]

@@ -37,15 +37,52 @@ def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[np.
     return [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
 
 
+def gradient_conflict(task, probe: dict, device: torch.device) -> dict:
+    """Per probe sample, the cosine between the gradients of the classification term and of
+    the distillation term of the task's loss, over the shared encoder's parameters (paper
+    Figures 4-5). `task.gradient_terms(batch) -> (cls_term, kd_term)` (weighted, as they enter
+    the loss); `task.shared_parameters()`. Returns grad_conflict_rate (fraction of the probe
+    samples with cos < 0; a sample without a distillation gradient, as SPD gives a sample
+    with no selected proxy, does not conflict), grad_cosine_mean (over samples with both
+    gradients) and grad_probe_distilled (the fraction that had a distillation gradient)."""
+    model = task.model
+    was_training = model.training
+    model.eval()
+    params = [p for p in task.shared_parameters() if p.requires_grad]
+    n = len(probe["label"])
+    cosines = []
+    for i in range(n):
+        batch = {k: v[i:i + 1].to(device) for k, v in probe.items()}
+        cls, kd = task.gradient_terms(batch)
+        g = []
+        for term in (cls, kd):
+            if not term.requires_grad:
+                g.append(None)
+                continue
+            grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            g.append(torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1) for x, p in zip(grads, params)]))
+        if g[0] is None or g[1] is None or g[0].norm() == 0 or g[1].norm() == 0:
+            cosines.append(float("nan"))
+        else:
+            cosines.append(float(torch.nn.functional.cosine_similarity(g[0].double(), g[1].double(), dim=0)))
+    model.train(was_training)
+    c = np.asarray(cosines)
+    valid = ~np.isnan(c)
+    return {"grad_conflict_rate": float((c[valid] < 0).sum() / n), "grad_cosine_mean": float(c[valid].mean()) if valid.any() else None,
+            "grad_probe_distilled": float(valid.mean())}
+
+
 def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: str | Path, *, seed: int,
           identity: dict, device: torch.device = torch.device("cpu"), precision: str = "auto", workers: int = 0,
-          desc: str = "train", optimizer: str | None = None) -> None:
+          desc: str = "train", optimizer: str | None = None, probe: dict | None = None) -> None:
     """Train `task.model` for settings.epochs over n samples; resumable from run_dir/last.pt.
 
     make_epoch_dataset(batches, epoch) -> a Dataset whose item b is batch b (tensors).
     `identity` (JSON-able: config, inputs' hashes) must match for a checkpoint to be resumed.
     optimizer: None (settings.optimizer: "sgd" with momentum, Nesterov and weight decay, or
     "adamw"), or "adam" (lr, L2 weight decay; the merge). A task may define `epoch_end() -> dict` of extra per-epoch statistics.
+    probe: a fixed batch (eval view) on which `gradient_conflict` is measured after every
+    epoch and logged (tasks with `gradient_terms`); it does not touch the RNG or the weights.
     """
     from tqdm import tqdm
 
@@ -111,6 +148,8 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
                   **{k: v / max(len(batches), 1) for k, v in sums.items()}}
         if hasattr(task, "epoch_end"):
             record.update(task.epoch_end())
+        if probe is not None:
+            record.update(gradient_conflict(task, probe, device))
         with open(log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         tmp = ckpt_path.with_suffix(".pt.partial")
@@ -119,3 +158,9 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
         os.replace(tmp, ckpt_path)
         if kill_after and epoch + 1 >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def epoch_history(run_dir: str | Path, drop=("selected_per_proxy", "selected_per_class")) -> list[dict]:
+    """The per-epoch records of a finished run (metrics.jsonl), without the bulky lists."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in path.read_text().splitlines()]

@@ -1,12 +1,12 @@
-"""Recognition on the test split with the multi-view protocol: logits summed over
-`eval.temporal_clips` temporal views x `eval.spatial_crops` crops (one temporal view: the
+"""Recognition and retrieval on the test split with the multi-view protocol: logits summed
+over `eval.temporal_clips` temporal views x `eval.spatial_crops` crops (one temporal view: the
 cached clip; several: the temporal-views cache `clips/ego.views{V}.zarr`); top-1 and top-5
-in percent."""
+in percent. Retrieval (paper Table 3) uses the same forward pass: each clip's feature is
+the encoder's CLS averaged over the same views; `uniego.metrics.retrieval_scores` then
+ranks every other test clip by cosine similarity."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +15,15 @@ from uniego.config import ComputeSettings, parse_student
 from uniego.data import ClipSource
 from uniego.errors import UniegoError
 from uniego.extract import resolve_device
+from uniego.io import atomic_write_json
 from uniego.manifest import manifest_sha256, read_manifest
-from uniego.metrics import topk_accuracy
+from uniego.metrics import retrieval_scores, topk_accuracy
 from uniego.proxy import encoder_from_checkpoint, load_proxy, predict
 
 
 def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settings: dict, *,
-                         compute: ComputeSettings = ComputeSettings(), name: str = "") -> dict:
+                         compute: ComputeSettings = ComputeSettings(), name: str = "",
+                         retrieval_out: str | None = None) -> dict:
     student, crops = parse_student(settings["student"]), settings["eval"]["spatial_crops"]
     temporal = settings["eval"].get("temporal_clips", 1)
     table, classes = read_manifest(manifest)
@@ -36,15 +38,25 @@ def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settin
     sources = [ClipSource(clips, ids, manifest_sha256=sha, temporal_view=None if temporal == 1 else v) for v in range(temporal)]
     encoder = encoder_from_checkpoint(obj, student)
     views = (1,) if crops == 1 else (0, 1, 2)
-    logits = sum(predict(encoder, source, student, device=resolve_device(compute), batch_size=compute.batch_size,
-                         workers=compute.workers, crop=c)[1] for source in sources for c in views)
+    outputs = [predict(encoder, source, student, device=resolve_device(compute), batch_size=compute.batch_size,
+                       workers=compute.workers, crop=c) for source in sources for c in views]
+    logits = sum(z for _, z in outputs)
     y = table.label.to_numpy()[rows]
     result = {"model": name or Path(model).stem, "checkpoint": str(model), "top1": topk_accuracy(logits, y, 1),
               "top5": topk_accuracy(logits, y, 5), "n": int(len(rows)), "views": f"{temporal}x{len(views)}",
               "method": obj["meta"].get("method") or obj["meta"].get("kind"), "seed": obj["meta"].get("seed")}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    if retrieval_out:
+        features = sum(h for h, _ in outputs) / len(outputs)
+        if np.bincount(y).max() > 1:
+            scores = retrieval_scores(features, y)
+        else:  # undefined, not zero: say so (the report prints n/a)
+            scores = {"mAP": None, "R@1": None, "queries": 0, "queries_without_relevant": int(len(y)),
+                      "note": "no test class has two clips: no query has a relevant clip"}
+        retrieval = {"model": result["model"], "checkpoint": str(model), **scores,
+                     "n": int(len(rows)), "views": result["views"], "feature": "CLS after the final norm, mean over views",
+                     "similarity": "cosine", "protocol": "each test clip queries all other test clips; relevant = same class"}
+        atomic_write_json(retrieval_out, retrieval)
+        result["retrieval"] = {k: retrieval[k] for k in ("mAP", "R@1")}
+    atomic_write_json(out, {k: v for k, v in result.items() if k != "retrieval"})
     return result
+

@@ -14,14 +14,15 @@ from torch.func import functional_call
 from uniego import __version__
 from uniego.cache import read_array
 from uniego.config import ComputeSettings, TrainSettings, parse_student, parse_train
-from uniego.data import ClipBatches, ClipSource
-from uniego.engine import train
+from uniego.data import ClipBatches, ClipSource, probe_batch
+from uniego.engine import epoch_history, train
 from uniego.errors import UniegoError
 from uniego.extract import resolve_device
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.merge import MergeWeights, blend, stack_states
 from uniego.metrics import topk_accuracy
-from uniego.proxy import _atomic_save, encoder_from_checkpoint, load_proxy, predict
+from uniego.io import atomic_torch_save
+from uniego.proxy import encoder_from_checkpoint, load_proxy, predict
 from uniego.spd import select_proxies, spd_loss
 from uniego.teachers.registry import get_teacher
 
@@ -99,7 +100,7 @@ def run_merge(manifest: str, clips: str, proxies: dict, strategy: str, out: str,
             "best_by_val_top1": None if best is None else teachers[best], "val_top1": val_acc,
             "classes": classes, "num_frames": objs[0]["meta"]["num_frames"], "merge": m, "seed": seed,
             "manifest_sha256": sha, "code_version": code_version, "uniego_version": __version__}
-    _atomic_save({"encoder": {k: v.contiguous() for k, v in merged.items()}, "meta": json.loads(json.dumps(meta))}, out)
+    atomic_torch_save({"encoder": {k: v.contiguous() for k, v in merged.items()}, "meta": json.loads(json.dumps(meta))}, out)
     return out
 
 
@@ -127,18 +128,31 @@ class SPDTask:
         self.class_counts = torch.zeros(num_classes, h_p.shape[0])
         self.samples = 0
 
-    def step(self, batch: dict) -> dict:
+    def _loss(self, batch: dict, *, count: bool) -> tuple[dict, torch.Tensor]:
         u, z = self.model(batch["clip"])
         idx, y = batch["index"], batch["label"]
         h_p, z_p = self.h_p.to(u.device)[:, idx], self.z_p.to(u.device)[:, idx]
         s = self.s
         student_ce = F.cross_entropy(z.detach().float(), y, reduction="none") if s["student_ce_filter"] else None
         sel = select_proxies(z_p, y, s["k"], mode=s["mode"], views=self.views, student_ce=student_ce, ce_cap=s["ce_cap"])
-        self.counts += sel.sum(0).float().cpu()
-        self.class_counts.index_add_(0, y.cpu(), sel.float().cpu())
-        self.samples += len(y)
-        return spd_loss(u, z, h_p, z_p, y, sel, beta_feat=s["beta_feat"], beta_logit=s["beta_logit"], beta_cls=s["beta_cls"],
-                        tau=s["tau"], normalize=s["normalize"])
+        if count:
+            self.counts += sel.sum(0).float().cpu()
+            self.class_counts.index_add_(0, y.cpu(), sel.float().cpu())
+            self.samples += len(y)
+        out = spd_loss(u, z, h_p, z_p, y, sel, beta_feat=s["beta_feat"], beta_logit=s["beta_logit"], beta_cls=s["beta_cls"],
+                       tau=s["tau"], normalize=s["normalize"])
+        return out, s["beta_cls"] * F.cross_entropy(z, y)
+
+    def step(self, batch: dict) -> dict:
+        return self._loss(batch, count=True)[0]
+
+    def gradient_terms(self, batch: dict):
+        """(beta_cls CE, the distillation part of eq. 6) on a batch, for the conflict probe."""
+        out, cls = self._loss(batch, count=False)
+        return cls, out["loss"] - cls
+
+    def shared_parameters(self):
+        return self.model.encoder.parameters()
 
     def epoch_end(self) -> dict:
         out = {"selected_per_proxy": self.counts.tolist(), "selected_per_class": self.class_counts.tolist(),
@@ -174,9 +188,10 @@ def run_spd(manifest: str, clips: str, merged: str, outputs: dict, out: str, set
     out = Path(out)
     run_dir = out.with_name(out.stem + ".run")
     identity = {"merged": init["meta"].get("alpha"), "teachers": teachers, "spd": spd, "manifest": sha, "code_version": code_version}
+    probe = probe_batch(source, labels, student, settings.get("probe_samples", 0))
     train(task, lambda b, e: ClipBatches(source, labels, student, b, epoch=e, seed=seed, train=True), len(rows), train_s,
           run_dir, seed=seed, identity=identity, device=resolve_device(compute), precision=compute.precision,
-          workers=compute.workers, desc="spd")
+          workers=compute.workers, desc="spd", probe=probe)
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     per_proxy = np.sum([e["selected_per_proxy"] for e in epochs], axis=0).tolist()
     per_class = np.sum([e["selected_per_class"] for e in epochs], axis=0).tolist()
@@ -185,9 +200,10 @@ def run_spd(manifest: str, clips: str, merged: str, outputs: dict, out: str, set
             "selection": {"per_proxy": dict(zip(teachers, per_proxy)), "per_class": per_class,
                           "samples_seen": int(sum(e["samples_seen"] for e in epochs))},
             "final_metrics": {k: v for k, v in epochs[-1].items() if not k.startswith("selected_per")},
+            "history": epoch_history(run_dir), "ablation": settings.get("ablation"),
             "code_version": code_version, "uniego_version": __version__}
     obj = {"encoder": model.encoder.cpu().state_dict(), "meta": json.loads(json.dumps(meta))}
     if model.proj is not None:
         obj["proj"] = model.proj.cpu().state_dict()
-    _atomic_save(obj, out)
+    atomic_torch_save(obj, out)
     return out

@@ -7,7 +7,7 @@ import torch
 
 
 def _tensor(x) -> torch.Tensor:
-    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.array(x))
 
 
 def topk_accuracy(logits, labels, k: int = 1) -> float:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from uniego.data import ClipBatches, ClipSource
 from uniego.engine import _identity, train
 from uniego.errors import UniegoError
 from uniego.extract import resolve_device
+from uniego.io import atomic_torch_save
 from uniego.losses import proxy_loss
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.student import ProxyModel, build_student
@@ -45,13 +45,6 @@ def teacher_targets(features: str, table, sha: str) -> tuple[torch.Tensor, dict]
         values = values.mean(axis=1)
     attrs = dict(open_store(features, stage="level1").attrs)
     return torch.from_numpy(values), attrs
-
-
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def train_proxy(manifest: str, clips: str, features: str, out: str, settings: dict, *,
@@ -86,7 +79,7 @@ def train_proxy(manifest: str, clips: str, features: str, out: str, settings: di
             "teacher_store": {k: t_attrs.get(k) for k in ("architecture", "weights", "state_sha256", "stand_in", "fingerprint")},
             "manifest_sha256": sha, "code_version": code_version, "uniego_version": __version__,
             "final_metrics": json.loads(log[-1]) if log else None}
-    _atomic_save({"encoder": model.encoder.cpu().state_dict(), "proj": model.proj.cpu().state_dict(),
+    atomic_torch_save({"encoder": model.encoder.cpu().state_dict(), "proj": model.proj.cpu().state_dict(),
                   "meta": json.loads(json.dumps(meta, default=list))}, out)
     return out
 

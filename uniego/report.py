@@ -13,9 +13,10 @@ import statistics
 from pathlib import Path
 
 from uniego.errors import UniegoError
+from uniego.io import atomic_write_text
 
 GROUPS = [("UNIEGO", ("uniego",)), ("Baselines", ("baseline_",)), ("Merged initialisations (before SPD)", ("merge_",)),
-          ("Level-I proxies", ("proxy_",))]
+          ("Level-I proxies", ("proxy_",)), ("SPD ablations", ("ablation_",))]
 
 
 def _grouped(models):
@@ -78,8 +79,91 @@ def parse_runs(items: list[str]) -> dict[int | None, list[str]]:
     return runs
 
 
-def write_report(dataset: str, recognition: list[str], out: str, *, notes: str = "") -> Path:
-    runs = {seed: [json.loads(Path(p).read_text()) for p in files] for seed, files in parse_runs(recognition).items()}
+def metric_table(runs: dict, keys: list[str], *, scale: float = 1.0, digits: int = 2) -> str:
+    """runs: seed -> [result dicts with "model"]; one row per model: the mean over seeds of each
+    key (± the sample sd with several seeds)."""
+    by_model: dict[str, list[dict]] = {}
+    for results in runs.values():
+        for r in results:
+            by_model.setdefault(r["model"], []).append(r)
+    n = len(runs)
+    lines = ["| model | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for title, models in _grouped(by_model):
+        lines.append(f"| **{title}** |" + " |" * len(keys))
+        for m in models:
+            rs = by_model[m]
+            if len(rs) != n:
+                raise UniegoError(f"model {m} has {len(rs)} results for {n} seeds", stage="report")
+            cells = []
+            for k in keys:
+                if any(r[k] is None for r in rs):
+                    cells.append("n/a")
+                    continue
+                v = [r[k] * scale for r in rs]
+                cell = f"{statistics.fmean(v):.{digits}f}"
+                cells.append(cell + (f" ± {statistics.stdev(v):.{digits}f}" if n > 1 else ""))
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _load(items: list[str]) -> dict:
+    return {seed: [json.loads(Path(p).read_text()) for p in files] for seed, files in parse_runs(items).items()}
+
+
+def cka_section(path: str, out_dir: Path) -> list[str]:
+    r = json.loads(Path(path).read_text())
+    png = os.path.relpath(Path(path).with_suffix(".png"), out_dir)
+    lines = ["| proxy | CKA with its own teacher |", "|---|---:|"]
+    lines += [f"| {t} | {v:.3f} |" for t, v in r["proxy_vs_own_teacher"].items()]
+    return [f"## Representation similarity (paper Figure 3; {r['samples']} train clips)", "",
+            f"Mean pairwise linear CKA: teachers {r['mean_offdiagonal_teachers']:.3f}, proxies "
+            f"{r['mean_offdiagonal_proxies']:.3f} (below the diagonal: teachers; above: proxies).", "",
+            f"![CKA of teachers and proxies]({png})", "", "\n".join(lines), ""]
+
+
+def selection_section(path: str, out_dir: Path) -> list[str]:
+    r = json.loads(Path(path).read_text())
+    png = os.path.relpath(Path(path).with_suffix(".png"), out_dir)
+    teachers = r["teachers"]
+    overall = ["| proxy | " + " | ".join(teachers) + " |", "|---|" + "---:|" * len(teachers),
+               "| selected (fraction of samples) | " + " | ".join(f"{r['overall_fraction'][t]:.3f}" for t in teachers) + " |"]
+    per_class = ["| class | " + " | ".join(teachers) + " |", "|---|" + "---:|" * len(teachers)]
+    per_class += [f"| {c} | " + " | ".join(f"{v:.2f}" for v in row) + " |" for c, row in zip(r["classes"], r["per_class_share"])]
+    return [f"## Proxy selection in SPD (paper Figure 6, Tables 11-12; K = {r['k']}, mode {r['mode']}, "
+            f"{r['samples_seen']} samples over {r['epochs']} epochs)", "", f"![SPD proxy selection]({png})", "",
+            "\n".join(overall), "", "Share of each class's selections per proxy:", "", "\n".join(per_class), ""]
+
+
+def conflict_section(path: str, out_dir: Path) -> list[str]:
+    r = json.loads(Path(path).read_text())
+    png = os.path.relpath(Path(path).with_suffix(".png"), out_dir)
+    lines = ["| model | mean conflict rate | first epoch | last epoch | mean cosine (last epoch) |", "|---|---:|---:|---:|---:|"]
+    for m, c in r["models"].items():
+        last_cos = c["cosine_mean"][-1]
+        lines.append(f"| {m} | {r['mean_conflict_rate'][m]:.3f} | {c['conflict_rate'][0]:.3f} | {c['conflict_rate'][-1]:.3f} | "
+                     + ("n/a" if last_cos is None else f"{last_cos:.3f}") + " |")
+    return ["## Gradient conflict (paper Figures 4-5)", "", "Per probe clip and epoch: cos(grad CE, grad distillation) over "
+            "the encoder's parameters; conflict = negative cosine.", "", f"![gradient conflict]({png})", "",
+            "\n".join(lines), ""]
+
+
+def ablation_section(files: list[str], main: dict) -> list[str]:
+    rows = [json.loads(Path(f).read_text()) for f in files]
+    lines = ["| SPD variant | top-1 | top-5 |", "|---|---:|---:|"]
+    if "uniego" in main:
+        lines.append(f"| uniego (as configured) | {main['uniego']['top1']:.2f} | {main['uniego']['top5']:.2f} |")
+    lines += [f"| {r['model']} | {r['top1']:.2f} | {r['top5']:.2f} |" for r in rows]
+    return ["## SPD ablations (paper Tables 6-8; the main seed only)", "",
+            "Each variant reruns SPD with the `ablations` entry overlaid on the `spd` section: the initialisation "
+            "(init_*), the number of proxies per sample (k*), the selection rule (all_proxies, ego_exo).", "",
+            "\n".join(lines), ""]
+
+
+def write_report(dataset: str, recognition: list[str], out: str, *, retrieval: list[str] = (),
+                 segmentation: list[str] = (), cka: str | None = None, selection: str | None = None,
+                 conflict: str | None = None, ablations: list[str] = (), notes: str = "") -> Path:
+    runs = _load(recognition)
+    out_dir = Path(out).parent
     text = [f"# uniego report: {dataset}", ""]
     if len(runs) == 1:
         (seed, results), = runs.items()
@@ -94,11 +178,32 @@ def write_report(dataset: str, recognition: list[str], out: str, *, notes: str =
         text += [f"## Recognition over {len(runs)} seeds (test split, top-1 %, views {', '.join(views)}, "
                  f"test clips per seed {', '.join(map(str, clips))})", "",
                  "Each seed is an independent run of the whole pipeline.", "", table, "", ordering_line(means), ""]
+    seeds = f"mean over {len(runs)} seeds ± sd" if len(runs) > 1 else "one run"
+    if retrieval:
+        rr = _load(retrieval)
+        r0 = next(iter(rr.values()))[0]
+        text += [f"## Video retrieval (paper Table 3; test split, {seeds})", "",
+                 f"Each test clip queries all other test clips; relevant = same class; cosine of the {r0['feature']} "
+                 f"({r0['views']} views). mAP and R@1 as fractions; ties count as one rank; queries whose class has "
+                 "no other test clip are left out.", "", metric_table(rr, ["mAP", "R@1"], digits=3), ""]
+    if segmentation:
+        sr = _load(segmentation)
+        s0 = next(iter(sr.values()))[0]
+        bg = ", ".join(s0["background"]) or "none"
+        text += [f"## Temporal action segmentation (paper Table 4; {seeds})", "",
+                 f"Frozen encoder, dense CLS features every {s0['feature_stride']} frames, {s0['temporal_model']} trained "
+                 f"on {s0['train_videos']} train videos, scored on {s0['test_videos']} test videos ({s0['frames']} frames) "
+                 f"with the MS-TCN evaluation; background classes: {bg}.", "",
+                 metric_table(sr, ["F1@10", "F1@25", "F1@50", "Edit", "Acc"], digits=1), ""]
+    if ablations:
+        main_run = next(iter(runs.values()))   # the configured seed comes first
+        text += ablation_section(ablations, {r["model"]: r for r in main_run})
+    if cka:
+        text += cka_section(cka, out_dir)
+    if selection:
+        text += selection_section(selection, out_dir)
+    if conflict:
+        text += conflict_section(conflict, out_dir)
     if notes:
         text += [notes, ""]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    tmp.write_text("\n".join(text))
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(out, "\n".join(text))

@@ -33,7 +33,7 @@ from uniego.errors import UniegoError
 from uniego.extract import autocast_for, resolve_device
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.metrics import topk_accuracy
-from uniego.proxy import _atomic_save
+from uniego.io import atomic_torch_save
 from uniego.teachers import build_teacher
 
 TRAINABLE_FAMILIES = ("timesformer", "stgcn")
@@ -182,6 +182,6 @@ def train_task_teacher(manifest: str, clip_stores: dict[str, str], out: str, set
             "uniego_version": __version__}
     print(f"[train_teacher] {ts.key}: val top-1 {meta['val_top1']}", flush=True)
     model.cpu()
-    _atomic_save({"state_dict": teacher.model.state_dict(), "head": model.head.state_dict(),
+    atomic_torch_save({"state_dict": teacher.model.state_dict(), "head": model.head.state_dict(),
                   "meta": json.loads(json.dumps(meta, default=list))}, out)
     return out

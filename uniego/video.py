@@ -50,32 +50,44 @@ def check_segment(path: str, sample_id: str, start: float, end: float, fps: floa
                           f"({n_frames} frames at {fps:g} fps = {duration:.3f} s); fix the annotation", stage=stage)
 
 
-def read_frames(path: str, sample_id: str, start: float, end: float, num: int, *, sampling: str = "uniform",
-                stride: int = 1, stage: str = "clips", view: int = 0, views: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the clip's frames: (uint8 [num, H, W, 3], times in seconds [num]).
 
-    Any unreadable, corrupt or truncated video raises a UniegoError naming the file and sample.
-    """
+def open_video(path: str, sample_id: str, *, stage: str):
+    """(decord VideoReader, frame count, fps); an unreadable file names the file and sample."""
     try:
         import decord
     except ImportError:
         raise UniegoError("decord is not installed: `pip install decord`", stage=stage) from None
     try:
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-        n, fps = len(vr), float(vr.get_avg_fps())
+        return vr, len(vr), float(vr.get_avg_fps())
     except Exception as e:
         raise UniegoError(f"cannot open video {path} (sample {sample_id}): {type(e).__name__}: {str(e)[:200]}", stage=stage) from None
+
+
+def decode_frames(vr, idx: np.ndarray, path: str, sample_id: str, *, stage: str) -> np.ndarray:
+    """uint8 [len(idx), H, W, 3] (monochrome cameras repeated to 3 channels)."""
+    try:
+        frames = vr.get_batch(list(map(int, idx))).asnumpy()
+    except Exception as e:
+        raise UniegoError(f"cannot decode frames {list(idx)[:10]}... of video {path} (sample {sample_id}): "
+                          f"{type(e).__name__}: {str(e)[:200]}; the file is corrupt or truncated", stage=stage) from None
+    if frames.shape[0] != len(idx) or frames.ndim != 4:
+        raise UniegoError(f"video {path} (sample {sample_id}) decoded to shape {frames.shape}", stage=stage)
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    return frames
+
+
+def read_frames(path: str, sample_id: str, start: float, end: float, num: int, *, sampling: str = "uniform",
+                stride: int = 1, stage: str = "clips", view: int = 0, views: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the clip's frames: (uint8 [num, H, W, 3], times in seconds [num]).
+
+    Any unreadable, corrupt or truncated video raises a UniegoError naming the file and sample.
+    """
+    vr, n, fps = open_video(path, sample_id, stage=stage)
     check_segment(path, sample_id, start, end, fps, n, stage=stage)
     idx = frame_indices(start, end, fps, n, num, sampling=sampling, stride=stride, view=view, views=views)
-    try:
-        frames = vr.get_batch(list(idx)).asnumpy()
-    except Exception as e:
-        raise UniegoError(f"cannot decode frames {idx.tolist()} of video {path} (sample {sample_id}): "
-                          f"{type(e).__name__}: {str(e)[:200]}; the file is corrupt or truncated", stage=stage) from None
-    if frames.shape[0] != num or frames.ndim != 4:
-        raise UniegoError(f"video {path} (sample {sample_id}) decoded to shape {frames.shape}", stage=stage)
-    if frames.shape[-1] == 1:  # monochrome cameras
-        frames = np.repeat(frames, 3, axis=-1)
+    frames = decode_frames(vr, idx, path, sample_id, stage=stage)
     return frames, (idx / fps).astype(np.float32)
 
 

@@ -26,7 +26,8 @@ wildcard_constraints:
     view="|".join(VIEWS),
     strategy="|".join(STRATEGIES),
     baseline="|".join(BASELINES),
-    model="uniego|(baseline|proxy|merge)_[a-z_]+",
+    model="uniego|(baseline|proxy|merge|ablation)_[a-z0-9_]+",
+    ablation="[a-z0-9_]+",
 
 
 def settings(stage, **kw):
@@ -42,6 +43,10 @@ CODE = {
     "level2": code_version("uniego.level2", "uniego.baselines", "uniego.merge", "uniego.spd", "uniego.engine",
                            "uniego.data", "uniego.student", "uniego.losses", "uniego.proxy", "uniego.models"),
     "report": code_version("uniego.report"),
+    "analysis": code_version("uniego.analysis", "uniego.cache"),
+    "sessions": code_version("uniego.sessions", "uniego.video", "uniego.cache", "uniego.manifest"),
+    "segmentation": code_version("uniego.segmentation", "uniego.metrics", "uniego.data", "uniego.proxy", "uniego.models",
+                                 "uniego.engine", "uniego.cache"),
     "task_teacher": code_version("uniego.task_teacher", "uniego.engine", "uniego.data", "uniego.teachers",
                                  "uniego.models", "uniego.cache"),
     "evaluate": code_version("uniego.evaluate", "uniego.metrics", "uniego.data", "uniego.proxy", "uniego.models"),
@@ -114,13 +119,32 @@ def spd_init(wc):
 
 
 def model_checkpoint(wc):
-    """eval/{model}: uniego, baseline_<name>, proxy_<teacher>, merge_<strategy>."""
-    m = wc.model
-    if m == "uniego":
-        return f"results/{wc.ds}/uniego.pt"
-    kind, name = m.split("_", 1)
-    folder = {"baseline": "baselines", "proxy": "proxies", "merge": "merge"}[kind]
-    return f"results/{wc.ds}/{folder}/{name}.pt"
+    """eval/{model}: uniego, baseline_<name>, proxy_<teacher>, merge_<strategy>, ablation_<name>."""
+    return checkpoint_of(wc.ds, wc.model)
+
+
+def checkpoint_of(ds, model):
+    if model == "uniego":
+        return f"results/{ds}/uniego.pt"
+    kind, name = model.split("_", 1)
+    folder = {"baseline": "baselines", "proxy": "proxies", "merge": "merge", "ablation": "ablations"}[kind]
+    return f"results/{ds}/{folder}/{name}.pt"
+
+
+def ablation_names(ds):
+    """SPD ablations run on a configured dataset, not on its seed repeats."""
+    return list(dataset_config(config, ds).get("ablations", {})) if ds in config["datasets"] else []
+
+
+def ablation_init(wc):
+    from uniego.config import ablation_spd
+    return f"results/{wc.ds}/merge/{ablation_spd(dataset_config(config, wc.ds), wc.ablation)['init']}.pt"
+
+
+def conflict_inputs(wc):
+    models = [m for m in dataset_config(config, wc.ds)["analysis"]["conflict_models"]
+              if not m.startswith("ablation_") or m.split("_", 1)[1] in ablation_names(wc.ds)]
+    return {m: checkpoint_of(wc.ds, m) for m in models}
 
 
 def eval_clips(wc):
@@ -129,15 +153,38 @@ def eval_clips(wc):
     return f"results/{wc.ds}/clips/ego.zarr" if v == 1 else f"results/{wc.ds}/clips/ego.views{v}.zarr"
 
 
-def recognition_targets(ds):
-    models = (["uniego"] + [f"baseline_{b}" for b in BASELINES] + [f"proxy_{t}" for t in level1_teachers(ds)]
-              + [f"merge_{s}" for s in STRATEGIES])
-    return [f"results/{ds}/eval/{m}/recognition.json" for m in models]
+def eval_models(ds):
+    return (["uniego"] + [f"baseline_{b}" for b in BASELINES] + [f"proxy_{t}" for t in level1_teachers(ds)]
+            + [f"merge_{s}" for s in STRATEGIES])
 
 
-def report_runs(wc):
-    """`SEED=FILE` for every recognition file of {ds} and of its seed repeats."""
-    return " ".join(shlex.quote(f"{seed}={f}") for seed, name in seed_runs(config, wc.ds) for f in recognition_targets(name))
+def has_sessions(ds):
+    """Datasets with long annotated videos get the segmentation benchmark (the demo; real ones: #5)."""
+    return dataset_config(config, ds)["datasets"][ds]["adapter"] == "demo"
+
+
+def recognition_targets(ds, kind="recognition"):
+    """kind: recognition | retrieval (every model) or segmentation (segmentation.models)."""
+    if kind == "segmentation":
+        models = dataset_config(config, ds)["segmentation"]["models"] if has_sessions(ds) else []
+    else:
+        models = eval_models(ds)
+    return [f"results/{ds}/eval/{m}/{kind}.json" for m in models]
+
+
+def report_inputs(wc):
+    files = {kind: [f for _, name in seed_runs(config, wc.ds) for f in recognition_targets(name, kind)]
+             for kind in ("recognition", "retrieval", "segmentation")}
+    files["ablations"] = [f"results/{wc.ds}/eval/ablation_{a}/recognition.json" for a in ablation_names(wc.ds)]
+    analysis = {f"{a}_{ext}": f"results/{wc.ds}/analysis/{a}.{ext}" for a in ("cka", "selection", "conflict")
+                for ext in ("json", "png")}
+    return {**files, **analysis}
+
+
+def report_runs(kind):
+    """params function: `SEED=FILE` for every `kind` file of {ds} and of its seed repeats."""
+    return lambda wc: " ".join(shlex.quote(f"{seed}={f}") for seed, name in seed_runs(config, wc.ds)
+                               for f in recognition_targets(name, kind))
 
 
 def dataset_targets(ds):

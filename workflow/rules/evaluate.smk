@@ -7,7 +7,8 @@ rule recognition:
         clips=eval_clips,
         model=model_checkpoint,
     output:
-        "results/{ds}/eval/{model}/recognition.json",
+        recognition="results/{ds}/eval/{model}/recognition.json",
+        retrieval="results/{ds}/eval/{model}/retrieval.json",
     params:
         settings=settings("evaluate"),
         code=CODE["evaluate"],
@@ -20,19 +21,26 @@ rule recognition:
         "logs/{ds}/eval/{model}/recognition.log",
     shell:
         "uniego evaluate --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
-        "--model {input.model:q} --name {wildcards.model} --out {output:q} --workers {threads} "
+        "--model {input.model:q} --name {wildcards.model} --out {output.recognition:q} "
+        "--retrieval-out {output.retrieval:q} --workers {threads} "
         "--batch-size {resources.batch_size} --device {resources.device} --precision {resources.precision} > {log:q} 2>&1"
 
 
 rule report:
     input:
-        recognition=lambda wc: [f for _, name in seed_runs(config, wc.ds) for f in recognition_targets(name)],
+        unpack(report_inputs),
     output:
         "results/{ds}/report.md",
     params:
         code=CODE["report"],
-        runs=report_runs,
+        recognition=report_runs("recognition"),
+        retrieval=report_runs("retrieval"),
+        segmentation=report_runs("segmentation"),
+        ablations=lambda wc, input: " ".join(shlex.quote(f) for f in input.ablations),
     log:
         "logs/{ds}/report.log",
     shell:
-        "uniego report --dataset {wildcards.ds} --recognition {params.runs} --out {output:q} > {log:q} 2>&1"
+        "uniego report --dataset {wildcards.ds} --recognition {params.recognition} --retrieval {params.retrieval} "
+        "--segmentation {params.segmentation} --ablations {params.ablations} --cka {input.cka_json:q} "
+        "--selection {input.selection_json:q} --conflict {input.conflict_json:q} "
+        "--out {output:q} > {log:q} 2>&1"

@@ -76,3 +76,29 @@ rule baseline:
         "uniego baseline --settings {params.settings:q} --name {wildcards.baseline} --manifest {input.manifest:q} "
         "--clips {input.clips:q} --features {params.features} --out {output:q} --workers {threads} "
         "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+
+
+rule spd_ablation:
+    """An SPD variant (config `ablations`): the spd section overlaid by the ablation's keys."""
+    input:
+        unpack(proxy_output_inputs),
+        manifest="results/{ds}/manifest.parquet",
+        clips="results/{ds}/clips/ego.zarr",
+        init=ablation_init,
+    output:
+        "results/{ds}/ablations/{ablation}.pt",
+    params:
+        settings=settings("spd", ablation="ablation"),
+        code=CODE["level2"],
+        outputs=lambda wc, input: pairs(wc, input, "outputs"),
+    threads: 2
+    resources:
+        gpu=1,
+        device=compute_setting("device"),
+        precision=compute_setting("precision"),
+    log:
+        "logs/{ds}/ablations/{ablation}.log",
+    shell:
+        "uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
+        "--init {input.init:q} --outputs {params.outputs} --out {output:q} --workers {threads} "
+        "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"

@@ -1,0 +1,54 @@
+# Analyses (results/{ds}/analysis/): representation similarity of teachers and proxies
+# (Figure 3) and which proxies SPD selected (Figure 6, Tables 11-12).
+
+
+rule cka:
+    input:
+        unpack(proxy_output_inputs),
+        unpack(lambda wc: {f"features_{t}": f"results/{wc.ds}/features/{t}.zarr" for t in level1_teachers(wc.ds)}),
+        manifest="results/{ds}/manifest.parquet",
+    output:
+        json="results/{ds}/analysis/cka.json",
+        png=report("results/{ds}/analysis/cka.png", caption="../report/cka.rst", category="Analysis",
+                   labels={"dataset": "{ds}", "figure": "CKA"}),
+    params:
+        settings=settings("cka"),
+        code=CODE["analysis"],
+        features=lambda wc, input: pairs(wc, input, "features"),
+        outputs=lambda wc, input: pairs(wc, input, "outputs"),
+    log:
+        "logs/{ds}/analysis/cka.log",
+    shell:
+        "uniego cka --settings {params.settings:q} --manifest {input.manifest:q} --features {params.features} "
+        "--proxy-outputs {params.outputs} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1"
+
+
+rule selection:
+    input:
+        "results/{ds}/uniego.pt",
+    output:
+        json="results/{ds}/analysis/selection.json",
+        png=report("results/{ds}/analysis/selection.png", caption="../report/selection.rst", category="Analysis",
+                   labels={"dataset": "{ds}", "figure": "SPD selection"}),
+    params:
+        code=CODE["analysis"],
+    log:
+        "logs/{ds}/analysis/selection.log",
+    shell:
+        "uniego selection --model {input:q} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1"
+
+
+rule conflict:
+    input:
+        unpack(conflict_inputs),
+    output:
+        json="results/{ds}/analysis/conflict.json",
+        png=report("results/{ds}/analysis/conflict.png", caption="../report/conflict.rst", category="Analysis",
+                   labels={"dataset": "{ds}", "figure": "gradient conflict"}),
+    params:
+        code=CODE["analysis"],
+        models=lambda wc, input: " ".join(f"{m}={input[m]}" for m in input.keys()),
+    log:
+        "logs/{ds}/analysis/conflict.log",
+    shell:
+        "uniego conflict --models {params.models} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1"

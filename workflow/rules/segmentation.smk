@@ -1,0 +1,77 @@
+# Temporal action segmentation on the long ego videos (paper Table 4): session table, sliding
+# windows decoded once, each encoder's dense features, MS-TCN trained and scored per encoder.
+
+
+rule sessions:
+    input:
+        dataset_root,
+    output:
+        "results/{ds}/sessions.parquet",
+    params:
+        settings=settings("manifest"),
+        code=CODE["sessions"],
+    log:
+        "logs/{ds}/sessions.log",
+    shell:
+        "uniego sessions --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1"
+
+
+rule session_clips:
+    input:
+        "results/{ds}/sessions.parquet",
+    output:
+        directory("results/{ds}/clips/sessions.zarr"),
+    params:
+        settings=settings("session_clips"),
+        code=CODE["sessions"],
+    threads: 2
+    log:
+        "logs/{ds}/clips/sessions.log",
+    shell:
+        "uniego session-clips --settings {params.settings:q} --sessions {input:q} --out {output:q} "
+        "--workers {threads} --code-version {params.code:q} > {log:q} 2>&1"
+
+
+rule dense_features:
+    input:
+        sessions="results/{ds}/sessions.parquet",
+        windows="results/{ds}/clips/sessions.zarr",
+        model=model_checkpoint,
+    output:
+        directory("results/{ds}/eval/{model}/dense_features.zarr"),
+    params:
+        settings=settings("evaluate"),
+        code=CODE["segmentation"],
+    threads: 2
+    resources:
+        gpu=1,
+        batch_size=compute_setting("batch_size"),
+        device=compute_setting("device"),
+        precision=compute_setting("precision"),
+    log:
+        "logs/{ds}/eval/{model}/dense_features.log",
+    shell:
+        "uniego dense-features --settings {params.settings:q} --sessions {input.sessions:q} --windows {input.windows:q} "
+        "--model {input.model:q} --out {output:q} --workers {threads} --batch-size {resources.batch_size} "
+        "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+
+
+rule segmentation:
+    input:
+        sessions="results/{ds}/sessions.parquet",
+        features="results/{ds}/eval/{model}/dense_features.zarr",
+    output:
+        scores="results/{ds}/eval/{model}/segmentation.json",
+        predictions="results/{ds}/eval/{model}/segmentation.predictions.npz",
+    params:
+        settings=settings("segment"),
+        code=CODE["segmentation"],
+    threads: 2
+    resources:
+        device=compute_setting("device"),
+    log:
+        "logs/{ds}/eval/{model}/segmentation.log",
+    shell:
+        "uniego segment --settings {params.settings:q} --sessions {input.sessions:q} --features {input.features:q} "
+        "--name {wildcards.model} --out {output.scores:q} --workers 0 --device {resources.device} "
+        "--code-version {params.code:q} > {log:q} 2>&1"
