@@ -200,7 +200,7 @@ def conflict_analysis(models: dict[str, str], out_json: str, out_png: str) -> di
     a1.set(xlabel="epoch", ylabel="fraction of probe clips with cos < 0", title="gradient conflict rate", ylim=(-0.02, 1.02))
     a2.set(xlabel="epoch", ylabel="mean cos(grad CE, grad KD)", title="gradient cosine")
     a2.axhline(0, color="grey", lw=0.8)
-    a1.legend(fontsize=8)
+    fig.legend(*a1.get_legend_handles_labels(), loc="lower center", ncol=len(curves), fontsize=8, bbox_to_anchor=(0.5, -0.08))
     _save_png(fig, out_png)
     atomic_write_json(out_json, result)
     return result
