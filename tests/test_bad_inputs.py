@@ -98,3 +98,81 @@ def test_frame_indices():
     assert frame_indices(1.0, 2.0, 10, 100, 4, sampling="stride", stride=2).tolist() == [11, 13, 15, 17]
     assert frame_indices(1.0, 2.0, 10, 100, 4, sampling="stride", stride=8).tolist() == [10, 10, 15, 19]
     assert frame_indices(0.0, 5.0, 10, 20, 3).tolist() == [8, 19, 19]  # clamped to the video
+
+
+# --- stores: every reader refuses bad features, naming the store and sample; no output ------
+
+def _feature_store(path, tiny_data, values, *, ids=None, attrs=None):
+    from uniego.cache import ArraySpec, StoreWriter
+    from uniego.manifest import manifest_sha256
+    table = tiny_data["table"]
+    ids = list(table.sample_id) if ids is None else ids
+    w = StoreWriter(path, sample_ids=ids, splits=["train"] * len(ids), labels=[0] * len(ids),
+                    arrays={"features": ArraySpec(values.shape[1:], "float32", ("frame", "channel")[-(values.ndim - 1):])},
+                    attrs={"teacher": "exo_dino", "architecture": "dinov2_test", "feature_dim": 64,
+                           "manifest_sha256": manifest_sha256(tiny_data["manifest"]), **(attrs or {})}, stage="test")
+    w.write(0, len(ids), features=values)
+    return str(w.finalize())
+
+
+def _train_proxy(tiny_data, features, out):
+    from tests.test_level1 import SETTINGS
+    from uniego.config import ComputeSettings
+    from uniego.proxy import train_proxy
+    train_proxy(str(tiny_data["manifest"]), tiny_data["clips"]["ego"], features, str(out), {**SETTINGS, "teacher": "exo_dino"},
+                compute=ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=4))
+
+
+def test_feature_store_with_nan_names_the_samples(tiny_data, tmp_path):
+    n = len(tiny_data["table"])
+    values = np.ones((n, 2, 64), np.float32)
+    values[4, 1, 7] = np.nan
+    values[6, 0, 0] = np.inf
+    store = _feature_store(tmp_path / "f.zarr", tiny_data, values)
+    ids = list(tiny_data["table"].sample_id)
+    with pytest.raises(UniegoError, match=rf"\[level1\] store .*f.zarr: `features` has NaN or Inf for samples \['{ids[4]}', '{ids[6]}'\]"):
+        _train_proxy(tiny_data, store, tmp_path / "p.pt")
+    assert not (tmp_path / "p.pt").exists()
+
+
+def test_feature_store_with_other_samples_is_refused(tiny_data, tmp_path):
+    ids = list(tiny_data["table"].sample_id)
+    store = _feature_store(tmp_path / "f.zarr", tiny_data, np.ones((len(ids) - 1, 2, 64), np.float32), ids=ids[1:])
+    with pytest.raises(UniegoError, match=rf"does not hold the manifest's samples in order \(missing \['{ids[0]}'\]"):
+        _train_proxy(tiny_data, store, tmp_path / "p.pt")
+    assert not (tmp_path / "p.pt").exists()
+
+
+def test_feature_store_of_the_wrong_dimension_is_refused(tiny_data, tmp_path):
+    n = len(tiny_data["table"])
+    store = _feature_store(tmp_path / "f.zarr", tiny_data, np.ones((n, 2, 48), np.float32), attrs={"feature_dim": 48})
+    with pytest.raises(UniegoError, match="has 48-d features, but architecture dinov2_test says 64"):
+        _train_proxy(tiny_data, store, tmp_path / "p.pt")
+    assert not (tmp_path / "p.pt").exists()
+
+
+def test_zero_frame_video_names_the_file(data_copy, tmp_path):
+    import av
+    manifest, table = _manifest(data_copy, tmp_path)
+    victim = table.ego_video[1]
+    out = av.open(victim, "w")                    # header and trailer, a video stream, no frames
+    s = out.add_stream("libx264", rate=12)
+    s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+    out.start_encoding()
+    for packet in s.encode(None):
+        out.mux(packet)
+    out.close()
+    with pytest.raises(UniegoError, match=rf"{victim} \(sample {table.sample_id[1]}\)"):
+        build_clip_cache(manifest, "ego", tmp_path / "ego.zarr", TINY_CLIPS, workers=0)
+    assert not (tmp_path / "ego.zarr").exists()
+
+
+def test_unknown_teacher_in_config_is_named(config):
+    from uniego.config import validate_config
+    config["teachers"]["ego_dinov3"] = {"arch": "dinov2_test", "weights": "random"}
+    with pytest.raises(UniegoError, match="teachers.*ego_dinov3"):
+        validate_config(config)
+    del config["teachers"]["ego_dinov3"]
+    config["level1"]["teachers"] = ["exo_skl", "exo_dinov3"]
+    with pytest.raises(UniegoError, match=r"level1\.teachers\.1.*exo_dinov3"):
+        validate_config(config)

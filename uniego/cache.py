@@ -135,7 +135,7 @@ class StoreWriter:
         done = np.asarray(self.group["done"][:])
         if not done.all():
             ids = strings(self.group["sample"][:])[~done]
-            raise UniegoError(f"{self.staging}: {len(ids)} samples were not written (first: {list(ids[:5])})", stage=self.stage)
+            raise UniegoError(f"{self.staging}: {len(ids)} samples were not written (first: {[str(i) for i in ids[:5]]})", stage=self.stage)
         self.group.attrs.update({**(extra_attrs or {}), "finished_at": _now()})
         self.group.attrs["complete"] = True
         with warnings.catch_warnings():
@@ -179,13 +179,13 @@ def read_array(path: str | Path, name: str = "features", *, manifest_sha256: str
     if sample_ids is not None:
         want = strings(sample_ids)
         if len(want) != len(ids) or (want != ids).any():
-            missing = sorted(set(want) - set(ids))[:5]
-            extra = sorted(set(ids) - set(want))[:5]
+            missing = sorted(map(str, set(want) - set(ids)))[:5]
+            extra = sorted(map(str, set(ids) - set(want)))[:5]
             raise UniegoError(f"store {path} does not hold the manifest's samples in order "
                               f"(missing {missing}, unexpected {extra}); rebuild it", stage=stage)
     values = np.asarray(g[name][:])
     if values.dtype.kind == "f":
         bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
         if bad.any():
-            raise UniegoError(f"store {path}: `{name}` has NaN or Inf for samples {list(ids[bad][:5])}", stage=stage)
+            raise UniegoError(f"store {path}: `{name}` has NaN or Inf for samples {[str(i) for i in ids[bad][:5]]}", stage=stage)
     return values, ids

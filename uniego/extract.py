@@ -146,7 +146,7 @@ def extract(manifest: str | Path, clip_stores: dict[str, str], out: str | Path, 
             bad = ~np.isfinite(feats.reshape(b - a, -1)).all(axis=1)
             if bad.any():
                 raise UniegoError(f"teacher {teacher.spec.key} produced NaN/Inf for samples "
-                                  f"{list(table.sample_id.iloc[a:b][bad])}; check the weights and the inputs", stage="extract")
+                                  f"{[str(i) for i in table.sample_id.iloc[a:b][bad]]}; check the weights and the inputs", stage="extract")
             bar.update(b - a)
             start, stop, parts = chunks[ci]
             parts[a] = feats

@@ -40,11 +40,26 @@ def teacher_targets(features: str, table, sha: str) -> tuple[torch.Tensor, dict]
     """One target vector per manifest sample: per-frame teacher features are averaged over
     frames (as the official loader averages its sampled rows)."""
     values, _ = read_array(features, manifest_sha256=sha, sample_ids=table.sample_id, stage="level1")
+    attrs = dict(open_store(features, stage="level1").attrs)
+    check_feature_dim(features, values.shape[-1], attrs, stage="level1")
     values = values.astype(np.float32)
     if values.ndim == 3:
         values = values.mean(axis=1)
-    attrs = dict(open_store(features, stage="level1").attrs)
     return torch.from_numpy(values), attrs
+
+
+def check_feature_dim(path: str, dim: int, attrs: dict, *, stage: str) -> None:
+    """A store's channel count must be the one it records and its architecture produces."""
+    from uniego.teachers.registry import ARCHS
+
+    expected = {"the store's feature_dim attribute": attrs.get("feature_dim")}
+    arch = ARCHS.get(attrs.get("architecture"))
+    if arch is not None:
+        expected[f"architecture {arch.name}"] = arch.feature_dim
+    wrong = {k: v for k, v in expected.items() if v is not None and v != dim}
+    if wrong:
+        raise UniegoError(f"store {path} (teacher {attrs.get('teacher')}) has {dim}-d features, but "
+                          + ", ".join(f"{k} says {v}" for k, v in wrong.items()) + "; rebuild or re-import it", stage=stage)
 
 
 def train_proxy(manifest: str, clips: str, features: str, out: str, settings: dict, *,
