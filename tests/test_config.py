@@ -62,3 +62,26 @@ def test_seed_repeats_are_datasets_of_their_own(config):
     config["datasets"]["demo"]["repeat_seeds"] = [0, 1]
     with pytest.raises(UniegoError, match="repeat_seeds"):
         validate_config(config)
+
+
+def test_yaml_with_python_tags_is_refused_not_run(tmp_path):
+    """config.yaml is parsed with the safe loader: a tag that would run code is an error."""
+    import pytest
+    from uniego.config import load_yaml
+    from uniego.errors import UniegoError
+    bad = tmp_path / "config.yaml"
+    marker = tmp_path / "PWNED"
+    bad.write_text(f'seed: !!python/object/apply:os.system ["touch {marker}"]\n')
+    with pytest.raises(UniegoError, match="config.yaml"):
+        load_yaml(bad)
+    assert not marker.exists()
+
+
+def test_every_checkpoint_load_is_weights_only():
+    """No torch.load in the package without weights_only=True (a pickle with code is refused:
+    tests/test_teachers.py::test_pickle_with_code_is_refused)."""
+    import re
+    from tests.conftest import REPO
+    calls = [(p.name, line) for p in (REPO / "uniego").rglob("*.py") for line in p.read_text().splitlines()
+             if re.search(r"\btorch\.load\(", line)]
+    assert calls and all("weights_only=True" in line for _, line in calls), calls

@@ -98,3 +98,36 @@ def test_evaluation_refuses_a_model_from_another_manifest(tiny_data, proxies, tm
         evaluate_recognition(tiny_data["manifest"], tiny_data["clips"]["ego"], str(tmp_path / "stale.pt"), tmp_path / "x.json",
                              settings, compute=CPU)
     assert not (tmp_path / "x.json").exists()
+
+
+def test_killed_spd_resumes_to_the_same_weights(tiny_data, proxies, tmp_path):
+    """kill -9 after an epoch of SPD; the rerun resumes from its checkpoint and ends where an
+    uninterrupted run ends (CPU), selection counts included."""
+    import json
+    import os
+    import subprocess
+    import sys
+    _, paths, outputs = proxies
+    merged = run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "average", tmp_path / "avg.pt", merge_settings(), compute=CPU)
+    spd = {"init": "average", "k": 1, "mode": "topk", "beta_feat": 5.0, "beta_logit": 1.0, "beta_cls": 1.0, "tau": 1.0,
+           "student_ce_filter": False, "ce_cap": None, "normalize": "paper", "feature_projection": False}
+    settings = {"student": SETTINGS["student"], "train": {**SETTINGS["train"], "epochs": 3}, "spd": spd, "teachers": TEACHERS,
+                "seed": 0, "probe_samples": 2}
+
+    def run(out, env=None):
+        cmd = [sys.executable, "-m", "uniego", "spd", "--settings", json.dumps(settings), "--manifest", str(tiny_data["manifest"]),
+               "--clips", tiny_data["clips"]["ego"], "--init", str(merged), "--outputs", *[f"{t}={outputs[t]}" for t in TEACHERS],
+               "--out", str(out), "--workers", "0", "--device", "cpu", "--precision", "fp32"]
+        return subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+
+    killed = run(tmp_path / "resumed.pt", {"UNIEGO_TEST_KILL_AFTER_EPOCHS": "1"})
+    assert killed.returncode == -9 and not (tmp_path / "resumed.pt").exists()
+    assert (tmp_path / "resumed.run" / "last.pt").exists()
+    resumed = run(tmp_path / "resumed.pt")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr
+    assert run(tmp_path / "straight.pt").returncode == 0
+    a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("resumed", "straight"))
+    assert all(torch.equal(a["encoder"][k], b["encoder"][k]) for k in b["encoder"])
+    assert a["meta"]["selection"] == b["meta"]["selection"]
+    assert [h["grad_conflict_rate"] for h in a["meta"]["history"]] == [h["grad_conflict_rate"] for h in b["meta"]["history"]]

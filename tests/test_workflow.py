@@ -176,3 +176,17 @@ def test_segmentation_and_retrieval_through_the_dag(built):
     dry = snakemake(built, "results/tiny/report.md", "-n", overlays=[overlay])
     jobs = planned_jobs(dry)
     assert jobs["report"] == 1 and jobs["segmentation"] == 2 and "dense_features" not in jobs, dry.stdout
+
+
+def test_paths_with_shell_metacharacters_are_quoted(built):
+    """A data root with spaces, quotes and command substitutions is data, never a command."""
+    import pandas as pd
+    root = "data/evil dir; touch PWNED1 && $(touch PWNED2) `touch PWNED3` 'q'"
+    overlay = built / "tests" / "configs" / "evil.yaml"
+    overlay.write_text(yaml.safe_dump({"datasets": {"evil": {"adapter": "demo", "root": root, "preset": "tiny"}}}))
+    r = snakemake(built, "results/evil/manifest.parquet", overlays=[overlay])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert not list(built.rglob("PWNED*"))
+    assert (built / root / "annotations.csv").is_file()
+    table = pd.read_parquet(built / "results/evil/manifest.parquet")
+    assert len(table) == 36 and table.ego_video.str.startswith(root).all()
