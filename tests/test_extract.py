@@ -121,3 +121,48 @@ def test_inspect_prints_the_promised_items(tiny_data, tmp_path):
     feats = np.asarray(zarr.open_group(str(out), mode="r")["features"][:], np.float32)
     assert stats["norm_mean"] == pytest.approx(np.linalg.norm(feats.reshape(-1, 32), axis=1).mean(), rel=1e-5)
     assert info["splits"] == {"test": 9, "train": 9, "val": 9}
+
+
+def test_kill_at_random_moments_then_resume_gives_the_same_store(tiny_data, tmp_path):
+    """SIGKILL the extraction (and its decode worker) at seeded random moments while it writes,
+    three times in a row on the same output; nothing complete-looking appears early, and the
+    final rerun yields the store an uninterrupted run writes."""
+    import time
+    full = _cli_extract(tiny_data, tmp_path / "full.zarr")
+    assert full.returncode == 0, full.stderr
+    settings = json.dumps({"teacher": {"key": "ego_dino", "arch": "dinov2_test", "weights": "random"}, "seed": 0})
+    cmd = [sys.executable, "-m", "uniego", "extract", "--settings", settings, "--manifest", str(tiny_data["manifest"]),
+           "--teacher", "ego_dino", "--clips", *[f"{v}={p}" for v, p in tiny_data["clips"].items()],
+           "--out", str(tmp_path / "killed.zarr"), "--workers", "1", "--batch-size", "2", "--device", "cpu",
+           "--precision", "fp32", "--chunk-samples", "4"]
+    out, staging = tmp_path / "killed.zarr", tmp_path / "killed.zarr.partial"
+
+    def done():
+        try:
+            return int(np.asarray(zarr.open_group(str(staging), mode="r")["done"][:]).sum())
+        except Exception:
+            return -1
+
+    rng = np.random.default_rng(0)
+    progress = []
+    for target, extra in zip(sorted(rng.integers(1, 26, size=3)), rng.uniform(0, 0.3, size=3)):
+        p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while p.poll() is None and done() < target:   # a random point in the writing, then a random delay
+            time.sleep(0.01)
+        time.sleep(extra)
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        if out.exists():   # the kill came after the move into place: then it is the finished store
+            assert open_store(out).attrs["complete"] is True
+        else:
+            with pytest.raises(UniegoError):
+                read_array(out)
+        progress.append(done())
+    assert any(0 < n < 27 for n in progress), progress   # the kills landed mid-way
+    final = subprocess.run(cmd, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    a = zarr.open_group(str(tmp_path / "full.zarr"), mode="r")
+    b = zarr.open_group(str(out), mode="r")
+    for name in ("features", "sample", "split", "label", "done"):
+        np.testing.assert_array_equal(np.asarray(a[name][:]), np.asarray(b[name][:]))
