@@ -15,6 +15,8 @@ from uniego.proxy import export_proxy_outputs, train_proxy
 CPU = ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=4)
 TEACHERS = ["exo_skl", "ego_dino"]
 ARCH = {"exo_skl": "stgcn_test", "ego_dino": "dinov2_test"}
+SPD = {"init": "average", "k": 1, "mode": "topk", "beta_feat": 5.0, "beta_logit": 1.0, "beta_cls": 1.0, "tau": 1.0,
+       "student_ce_filter": False, "ce_cap": None, "normalize": "paper", "feature_projection": False}
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +63,7 @@ def test_average_best_and_learned_merges(tiny_data, proxies, tmp_path):
 def test_spd_records_selections(tiny_data, proxies, tmp_path):
     base, paths, outputs = proxies
     merged = run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "average", tmp_path / "avg.pt", merge_settings(), compute=CPU)
-    spd = {"init": "average", "k": 1, "mode": "topk", "beta_feat": 5.0, "beta_logit": 1.0, "beta_cls": 1.0, "tau": 1.0,
-           "student_ce_filter": False, "ce_cap": None, "normalize": "paper", "feature_projection": False}
-    settings = {"student": SETTINGS["student"], "train": {**SETTINGS["train"], "epochs": 2}, "spd": spd, "teachers": TEACHERS,
+    settings = {"student": SETTINGS["student"], "train": {**SETTINGS["train"], "epochs": 2}, "spd": SPD, "teachers": TEACHERS,
                 "seed": 0, "probe_samples": 3}
     out = torch.load(run_spd(tiny_data["manifest"], tiny_data["clips"]["ego"], str(merged), outputs, tmp_path / "uniego.pt",
                              settings, compute=CPU), weights_only=True)
@@ -109,9 +109,7 @@ def test_killed_spd_resumes_to_the_same_weights(tiny_data, proxies, tmp_path):
     import sys
     _, paths, outputs = proxies
     merged = run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "average", tmp_path / "avg.pt", merge_settings(), compute=CPU)
-    spd = {"init": "average", "k": 1, "mode": "topk", "beta_feat": 5.0, "beta_logit": 1.0, "beta_cls": 1.0, "tau": 1.0,
-           "student_ce_filter": False, "ce_cap": None, "normalize": "paper", "feature_projection": False}
-    settings = {"student": SETTINGS["student"], "train": {**SETTINGS["train"], "epochs": 3}, "spd": spd, "teachers": TEACHERS,
+    settings = {"student": SETTINGS["student"], "train": {**SETTINGS["train"], "epochs": 3}, "spd": SPD, "teachers": TEACHERS,
                 "seed": 0, "probe_samples": 2}
 
     def run(out, env=None):
