@@ -49,7 +49,7 @@ def test_seed_repeats_are_datasets_of_their_own(config):
     from uniego.config import dataset_names, seed_runs
     from uniego.errors import UniegoError
     config["datasets"]["demo"]["repeat_seeds"] = [1, 2]
-    assert dataset_names(config) == ["demo", "demo_seed1", "demo_seed2"]
+    assert dataset_names(config) == ["demo", "demo_seed1", "demo_seed2", "eef", "a101", "ee4d"]
     assert seed_runs(config, "demo") == [(0, "demo"), (1, "demo_seed1"), (2, "demo_seed2")]
     rep = dataset_config(config, "demo_seed2")
     assert rep["seed"] == 2 and rep["datasets"]["demo_seed2"]["root"] == "data/demo_seed2"

@@ -43,16 +43,40 @@ def cmd_demo_data(args):
 
 
 def cmd_manifest(args):
-    from uniego.manifest import build_demo_manifest, write_manifest
+    from uniego.manifest import build_manifest, write_manifest
 
     s = _settings(args, "manifest")
-    if s["adapter"] != "demo":
-        raise UniegoError(f"adapter {s['adapter']!r} is not available yet (only: demo)", stage="manifest")
-    table, classes = build_demo_manifest(s["root"], s["dataset"])
-    write_manifest(table, classes, args.out, extra={"dataset": s["dataset"], "adapter": s["adapter"],
-                                                    "root": s["root"], "code_version": args.code_version})
+    built = build_manifest(s, s["dataset"])
+    table, classes = built.table, built.classes
+    write_manifest(table, classes, args.out, extra={"dataset": s["dataset"], "adapter": s["adapter"], "root": s["root"],
+                                                    "options": s.get("options") or {}, "sources": built.sources,
+                                                    "left_out": {"unpaired": len(built.unpaired),
+                                                                 **{k: len(v) for k, v in built.dropped.items()}},
+                                                    "code_version": args.code_version})
     print(f"{args.out}: {len(table)} clips, {len(classes)} classes, splits "
           + ", ".join(f"{k} {v}" for k, v in table.split.value_counts().sort_index().items()))
+
+
+def cmd_check_data(args):
+    from uniego.check_data import check_data, summary
+
+    s = _settings(args, "check_data")
+    print(summary(check_data(s, s["dataset"], args.out, skeletons=s["skeletons"])))
+
+
+def cmd_import_features(args):
+    from uniego.import_features import import_features
+
+    out = import_features(args.manifest, args.teacher, args.folder, args.out, dim=args.dim, code_version=args.code_version)
+    print(f"{out}: {args.teacher} features imported from {args.folder}")
+
+
+def cmd_import_checkpoint(args):
+    from uniego.student import import_official_checkpoint
+
+    out = import_official_checkpoint(args.checkpoint, args.manifest, args.out, _settings(args, "evaluate"),
+                                     code_version=args.code_version)
+    print(f"{out}: {args.checkpoint} as a uniego student checkpoint")
 
 
 def cmd_clips(args):
@@ -72,6 +96,16 @@ def cmd_extract(args):
     teacher = from_dict(TeacherSettings, s["teacher"], where=f"teachers.{args.teacher}")
     if teacher.key != args.teacher:
         raise UniegoError(f"--teacher {args.teacher} but the settings are for {teacher.key}", stage="extract")
+    if teacher.weights.startswith("import:"):  # official-layout features instead of a model
+        from uniego.import_features import import_features
+        from uniego.teachers.registry import ARCHS
+
+        if args.clips != ["none"] or args.task_teacher:
+            raise UniegoError(f"teachers.{teacher.key}.weights is {teacher.weights}: its features are imported, "
+                              "so it takes no clip caches and no task teacher (--clips none)", stage="extract")
+        import_features(args.manifest, teacher.key, teacher.weights[len("import:"):], args.out,
+                        architecture=teacher.arch, dim=ARCHS[teacher.arch].feature_dim, code_version=args.code_version)
+        return
     extract(args.manifest, _pairs(args.clips), args.out, teacher, compute=_compute(args), seed=s["seed"],
             code_version=args.code_version, chunk_samples=args.chunk_samples, task_teacher=args.task_teacher)
 
@@ -244,6 +278,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_manifest)
 
+    p = sub.add_parser("check-data", help="check every clip of a dataset before anything trains (counts, "
+                       "unreadable videos, segments past the end, unpaired clips)")
+    _common(p)
+    p.add_argument("--out", required=True, help="the report, results/{ds}/data_check.json (written only when clean)")
+    p.set_defaults(func=cmd_check_data)
+
+    p = sub.add_parser("import-features", help="official-layout .npy teacher features -> a feature store")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--folder", required=True, help="one <key>.npy per clip (the official distillation/<teacher>/ folder)")
+    p.add_argument("--out", required=True, help="results/{ds}/features/{teacher}.zarr")
+    p.add_argument("--dim", type=int, help="feature size (default: the official size of the teacher)")
+    p.add_argument("--code-version", default="")
+    p.set_defaults(func=cmd_import_features)
+
+    p = sub.add_parser("import-checkpoint", help="an official UNIEGO .pyth checkpoint -> a uniego student checkpoint "
+                       "that `uniego evaluate` reads")
+    _common(p)
+    p.add_argument("--checkpoint", required=True, help="e.g. EgoExo_Fitness_UNIEGO_gen2.pyth")
+    p.add_argument("--manifest", required=True, help="the manifest whose classes the checkpoint's labels index")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_import_checkpoint)
+
     p = sub.add_parser("clips", help="decode a view of every clip into a Zarr clip cache")
     _common(p)
     p.add_argument("--manifest", required=True)
@@ -258,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--manifest", required=True)
     p.add_argument("--teacher", required=True)
-    p.add_argument("--clips", nargs="+", default=[], metavar="VIEW=STORE", help="clip caches, e.g. exo=results/demo/clips/exo.zarr")
+    p.add_argument("--clips", nargs="+", default=[], metavar="VIEW=STORE",
+                   help="clip caches, e.g. exo=results/demo/clips/exo.zarr (`none` for a teacher with weights import:<folder>)")
     p.add_argument("--out", required=True)
     _compute_args(p)
     p.add_argument("--chunk-samples", type=int, default=None, help="samples per store chunk (default: ~2 MiB chunks)")

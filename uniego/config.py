@@ -73,6 +73,12 @@ def _cross_checks(config: dict) -> list[str]:
         seeds = ds.get("repeat_seeds", [])
         if config["seed"] in seeds or len(set(seeds)) != len(seeds):
             problems.append(f"datasets.{name}.repeat_seeds: {seeds} must be distinct and differ from seed ({config['seed']})")
+        if ds["adapter"] != "demo":
+            from uniego.datasets import adapter_options
+            try:
+                adapter_options(ds, name)
+            except UniegoError as e:
+                problems.append(str(e).replace("[config] ", ""))
         if ds["adapter"] == "demo" and ds.get("preset", "demo") not in config["demo_presets"]:
             problems.append(f"datasets.{name}.preset: {ds.get('preset')!r} is not a key of demo_presets ({', '.join(config['demo_presets'])})")
         teachers = _merge(config["teachers"], ds.get("overrides", {}).get("teachers", {}))
@@ -86,6 +92,8 @@ def _cross_checks(config: dict) -> list[str]:
             elif t.get("finetune") and arch.family not in ("timesformer", "stgcn"):
                 problems.append(f"{where}.finetune: only the task teachers (TimeSformer, ST-GCN) are trained on the task; "
                                 f"{key} is a frozen {arch.family} model")
+            elif t.get("finetune") and str(t.get("weights", "")).startswith("import:"):
+                problems.append(f"{where}: weights import:<folder> brings finished features; set finetune: false")
             elif t.get("patch_size") is not None and arch.family != "timesformer":
                 problems.append(f"{where}.patch_size: only TimeSformer teachers take a patch size")
     return problems
@@ -290,8 +298,12 @@ def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None
     d = c["datasets"][ds]
     if stage == "demo_data":
         return {"preset": c["demo_presets"][d.get("preset", "demo")], "seed": c["seed"]}
-    if stage == "manifest":
-        return {"adapter": d["adapter"], "root": d["root"], "dataset": ds}
+    if stage in ("manifest", "check_data"):
+        out = {"adapter": d["adapter"], "root": d["root"], "dataset": ds, **({"options": d["options"]} if d.get("options") else {})}
+        if stage == "check_data":
+            from uniego.teachers.registry import TEACHERS
+            out["skeletons"] = any("skeleton" in TEACHERS[t].inputs for t in c["level1"]["teachers"])
+        return out
     if stage == "clips":
         from uniego.clips import VIEW_KEYS
         return {k: c["clips"][k] for k in VIEW_KEYS[view]}

@@ -20,10 +20,15 @@ COLUMNS = ["sample_id", "split", "label", "class_name", "ego_video", "exo_video"
 SPLITS = ("train", "val", "test")
 
 
-def validate_rows(table: pd.DataFrame, classes: list[str], *, source: str, check_files: bool = True) -> None:
-    """Duplicate ids, unknown labels, bad splits, end <= start and missing files are errors."""
+def validate_rows(table: pd.DataFrame, classes: list[str], *, source: str, check_files: bool = True,
+                  csv_rows: bool = True) -> None:
+    """Duplicate ids, unknown labels, bad splits, end <= start and missing files are errors.
+    `csv_rows`: the table's rows are the lines of the CSV `source` (messages give the line)."""
     problems = []
-    where = lambda i: f"{source} row {i + 2} (sample {table.sample_id.iloc[i]!r})"  # noqa: E731  +2: header, 1-based
+    if csv_rows:
+        where = lambda i: f"{source} row {i + 2} (sample {table.sample_id.iloc[i]!r})"  # noqa: E731  +2: header, 1-based
+    else:
+        where = lambda i: f"{source}: sample {table.sample_id.iloc[i]!r}"  # noqa: E731
     dup = table.sample_id[table.sample_id.duplicated(keep=False)]
     for i in dup.index:
         problems.append(f"{where(i)}: duplicate sample_id")
@@ -37,6 +42,8 @@ def validate_rows(table: pd.DataFrame, classes: list[str], *, source: str, check
         if check_files:
             for col in ("ego_video", "exo_video", "skeleton"):
                 path = getattr(row, col)
+                if col == "skeleton" and path is None:  # no pose source: only the skeleton teachers need one
+                    continue
                 if not isinstance(path, str) or not os.path.isfile(path):
                     problems.append(f"{where(i)}: {col} file {path} does not exist")
     if problems:
@@ -65,6 +72,20 @@ def build_demo_manifest(root: str | Path, dataset: str) -> tuple[pd.DataFrame, l
     table["label"] = [classes.index(c) for c in table.class_name]
     table["dataset"] = dataset
     return table[COLUMNS].reset_index(drop=True), classes
+
+
+def build_manifest(spec: dict, ds: str, *, check_files: bool = True):
+    """`datasets.<ds>` -> the adapter's validated rows (`uniego.datasets.Built`)."""
+    from uniego import datasets
+
+    built = datasets.build(spec, ds)
+    if built.table.empty:
+        raise UniegoError(f"datasets.{ds}: the {spec['adapter']} adapter found no clips in {spec['root']}", stage="manifest")
+    validate_rows(built.table, built.classes, source=f"{spec['adapter']} annotations under {spec['root']}", csv_rows=False,
+                  check_files=check_files)
+    built.table["label"] = [built.classes.index(c) for c in built.table.class_name]
+    built.table = built.table[COLUMNS].reset_index(drop=True)
+    return built
 
 
 def write_manifest(table: pd.DataFrame, classes: list[str], path: str | Path, *, extra: dict | None = None) -> None:

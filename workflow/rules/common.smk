@@ -37,7 +37,8 @@ def settings(stage, **kw):
 
 CODE = {
     "demo_data": code_version("uniego.demo"),
-    "manifest": code_version("uniego.manifest"),
+    "manifest": code_version("uniego.manifest", "uniego.datasets"),
+    "check_data": code_version("uniego.check_data", "uniego.manifest", "uniego.datasets", "uniego.video"),
     "clips": code_version("uniego.clips", "uniego.video", "uniego.cache"),
     "extract": code_version("uniego.extract", "uniego.teachers", "uniego.models", "uniego.cache"),
     "level2": code_version("uniego.level2", "uniego.baselines", "uniego.merge", "uniego.spd", "uniego.engine",
@@ -64,11 +65,45 @@ def dataset_root(wc):
     return dataset_config(config, wc.ds)["datasets"][wc.ds]["root"]
 
 
+def dataset_inputs(wc):
+    """The annotation files the dataset's adapter reads (the demo: its generated folder). A
+    missing file fails here, when the DAG is built, naming datasets.<ds>.root and the layout."""
+    from uniego.datasets import adapter, annotation_files
+    spec = dataset_config(config, wc.ds)["datasets"][wc.ds]
+    if getattr(adapter(spec["adapter"]), "GENERATED", False):
+        return [spec["root"]]
+    try:
+        return annotation_files(spec, wc.ds)
+    except UniegoError as e:
+        sys.exit(f"uniego: {e}")
+
+
+def clip_view_inputs(wc):
+    """The manifest; for the skeleton view, first check the dataset has a body-pose source."""
+    if wc.view == "skeleton":
+        from uniego.datasets import skeleton_source
+        spec = dataset_config(config, wc.ds)["datasets"][wc.ds]
+        if skeleton_source(spec, wc.ds) is None:
+            sys.exit(f"uniego: results/{wc.ds}/clips/skeleton.zarr needs exo body keypoints, and dataset {wc.ds} "
+                     f"({spec['adapter']}) has none: set datasets.{wc.ds}.options.skeletons to a folder of "
+                     "<sample_id>.npz files (README \"Skeletons\"), or drop exo_skl and exo_skego from level1.teachers")
+    return f"results/{wc.ds}/manifest.parquet"
+
+
+def imported(ds, teacher):
+    """`weights: import:<folder>`: the teacher's features come from official-layout .npy files."""
+    return dataset_config(config, ds)["teachers"][teacher]["weights"].startswith("import:")
+
+
 def clip_inputs(wc):
+    if imported(wc.ds, wc.teacher):
+        return {}
     return {v: f"results/{wc.ds}/clips/{v}.zarr" for v in get_teacher(wc.teacher).inputs}
 
 
 def clip_args(wc, input):
+    if imported(wc.ds, wc.teacher):
+        return "none"
     return " ".join(shlex.quote(f"{v}={input[v]}") for v in get_teacher(wc.teacher).inputs)
 
 
@@ -88,6 +123,8 @@ def task_teacher_arg(wc, input):
 def weights_file(wc):
     """The teacher's local weights file, so replacing it reruns the extraction."""
     w = dataset_config(config, wc.ds)["teachers"][wc.teacher]["weights"]
+    if w.startswith("import:"):
+        return [w[len("import:"):]]   # the folder of .npy files (its mtime: files added or removed)
     return [] if w == "random" or w.startswith("hub:") else [w]
 
 

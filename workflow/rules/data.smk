@@ -20,9 +20,24 @@ for _ds in dataset_names(config):
                 "--code-version {params.code:q} > {log:q} 2>&1"
 
 
+rule check_data:
+    input:
+        dataset_inputs,
+    output:
+        "results/{ds}/data_check.json",
+    params:
+        settings=settings("check_data"),
+        code=CODE["check_data"],
+    log:
+        "logs/{ds}/check_data.log",
+    shell:
+        "uniego check-data --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1"
+
+
 rule manifest:
     input:
-        dataset_root,
+        dataset_inputs,
+        check="results/{ds}/data_check.json",
     output:
         "results/{ds}/manifest.parquet",
     params:
@@ -36,7 +51,7 @@ rule manifest:
 
 rule clips:
     input:
-        "results/{ds}/manifest.parquet",
+        clip_view_inputs,
     output:
         directory("results/{ds}/clips/{view}.zarr"),
     params:
@@ -58,7 +73,7 @@ rule test_views:
     output:
         directory("results/{ds}/clips/ego.views{views}.zarr"),
     params:
-        settings=settings("clips", view="ego"),
+        settings=lambda wc: canonical_json(stage_settings(config, wc.ds, "clips", view="ego")),
         code=CODE["clips"],
     wildcard_constraints:
         views=r"\d+",

@@ -1,0 +1,85 @@
+"""`uniego check-data`: look at every clip before anything trains.
+
+Builds the dataset's rows with its adapter, then opens every ego and exo video once and every
+skeleton file, and reports by name: counts per split and class, unreadable videos, segments
+that end after their video, missing skeleton files, ego clips without an exo partner and rows
+the adapter left out. Problems make it fail (exit 2) and write nothing to `out`; the full
+report then goes to `<out>.failed.json` for reading. The manifest rule depends on `out`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from uniego.errors import UniegoError
+from uniego.io import atomic_write_json
+
+
+def _probe(path: str) -> tuple[int, float] | str:
+    """(frames, fps) or why the video cannot be read."""
+    from uniego.video import open_video
+    if not os.path.isfile(path):
+        return "the file does not exist"
+    try:
+        _, n, fps = open_video(path, "-", stage="check-data")
+    except UniegoError as e:
+        return str(e).split("): ", 1)[-1]
+    if n <= 0 or fps <= 0:
+        return f"{n} frames at {fps} fps"
+    return n, fps
+
+
+def check_data(spec: dict, ds: str, out: str | Path, *, skeletons: bool = False) -> dict:
+    """The report dict; raises UniegoError (after writing `<out>.failed.json`) on any problem.
+    `skeletons`: the configured teachers read skeletons, so every clip needs a readable file."""
+    from uniego.manifest import build_manifest
+
+    built = build_manifest(spec, ds, check_files=False)  # files are checked below, all problems at once
+    t = built.table
+    problems: list[str] = []
+    videos: dict[str, tuple[int, float] | str] = {}
+    for col in ("ego_video", "exo_video"):
+        for path in t[col].unique():
+            videos[path] = _probe(path)
+    for r in t.itertuples(index=False):
+        for col in ("ego_video", "exo_video"):
+            info = videos[getattr(r, col)]
+            if isinstance(info, str):
+                problems.append(f"sample {r.sample_id}: {col} {getattr(r, col)} is unreadable: {info}")
+                continue
+            n, fps = info
+            if r.end > n / fps + 1.0 / fps + 1e-6:
+                problems.append(f"sample {r.sample_id}: segment [{r.start:.3f}, {r.end:.3f}) s ends after {col} "
+                                f"{getattr(r, col)} ({n} frames at {fps:g} fps = {n / fps:.3f} s)")
+        if (skeletons or r.skeleton is not None) and (r.skeleton is None or not os.path.isfile(r.skeleton)):
+            problems.append(f"sample {r.sample_id}: skeleton file {r.skeleton} does not exist (the exo_skl / exo_skego "
+                            f"teachers need one per clip: datasets.{ds}.options.skeletons)")
+    counts = {split: {c: int(n) for c, n in g.class_name.value_counts().sort_index().items()}
+              for split, g in t.groupby("split")}
+    report = {"dataset": ds, "adapter": spec["adapter"], "root": spec["root"], "sources": built.sources,
+              "clips": int(len(t)), "classes": len(built.classes),
+              "per_split": {s: int(n) for s, n in t.split.value_counts().sort_index().items()},
+              "per_split_class": counts, "videos": len(videos),
+              "unpaired": built.unpaired, "dropped": built.dropped, "problems": problems}
+    out = Path(out)
+    failed = out.with_name(out.name + ".failed.json")
+    if problems:
+        atomic_write_json(failed, report)
+        shown = problems[:30] + ([f"... and {len(problems) - 30} more"] if len(problems) > 30 else [])
+        raise UniegoError(f"{len(problems)} problem(s) in dataset {ds} (full report: {failed}):\n  " + "\n  ".join(shown),
+                          stage="check-data")
+    failed.unlink(missing_ok=True)
+    atomic_write_json(out, report)
+    return report
+
+
+def summary(report: dict) -> str:
+    lines = [f"{report['dataset']}: {report['clips']} clips, {report['classes']} classes, {report['videos']} videos; "
+             + ", ".join(f"{s} {n}" for s, n in report["per_split"].items())]
+    if report["unpaired"]:
+        lines.append(f"{len(report['unpaired'])} ego clip(s) without an exo partner left out:")
+        lines += [f"  {u}" for u in report["unpaired"][:20]] + (["  ..."] if len(report["unpaired"]) > 20 else [])
+    for reason, ids in report["dropped"].items():
+        lines.append(f"{len(ids)} clip(s) left out ({reason}): " + ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else ""))
+    return "\n".join(lines)

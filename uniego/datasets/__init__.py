@@ -1,0 +1,131 @@
+"""Dataset adapters: an official annotation release -> manifest rows.
+
+One module per dataset, each with
+  DEFAULTS   its options (`datasets.<ds>.options` in the config overrides them),
+  LAYOUT     the files it expects under `datasets.<ds>.root`, for error messages,
+  annotation_files(root, opts)  the annotation files it reads (Snakemake inputs, so an edit
+             reruns the manifest and everything built from it),
+  build(root, opts, ds) -> Built  the rows, the class list and what it left out and why.
+
+Rows carry the manifest columns (`uniego.manifest.COLUMNS`); times are seconds in the
+videos' own clock, whatever the annotation's frame rate. Clips without an exo partner are
+reported by name in `Built.unpaired` and either dropped (`unpaired: drop`, the paper's
+protocol where a dataset's views do not all cover every segment) or an error (`unpaired: error`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from uniego.errors import UniegoError
+
+
+@dataclass
+class Built:
+    table: pd.DataFrame
+    classes: list[str]
+    unpaired: list[str] = field(default_factory=list)        # ego clips without an exo partner (by id)
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # other rows left out: reason -> ids
+    sources: list[str] = field(default_factory=list)         # the annotation files read
+
+
+def adapters() -> dict:
+    from uniego.datasets import assembly101, demo, egoexo4d, egoexo_fitness, uniego_csv
+    return {"demo": demo, "eef": egoexo_fitness, "a101": assembly101, "ee4d": egoexo4d, "uniego-csv": uniego_csv}
+
+
+def adapter(name: str):
+    table = adapters()
+    if name not in table:
+        raise UniegoError(f"unknown dataset adapter {name!r}; choose from {', '.join(table)}", stage="manifest")
+    return table[name]
+
+
+def adapter_options(spec: dict, ds: str) -> dict:
+    """The adapter's DEFAULTS overlaid with `datasets.<ds>.options`; unknown keys are errors."""
+    mod = adapter(spec["adapter"])
+    given = spec.get("options") or {}
+    unknown = sorted(set(given) - set(mod.DEFAULTS))
+    if unknown:
+        raise UniegoError(f"datasets.{ds}.options: unknown key(s) {', '.join(unknown)} for adapter {spec['adapter']!r}; "
+                          f"known: {', '.join(mod.DEFAULTS) or 'none'}", stage="config")
+    return {**mod.DEFAULTS, **given}
+
+
+def annotation_files(spec: dict, ds: str) -> list[str]:
+    """The annotation files the adapter reads; any missing one is an error naming the config
+    key and the expected layout (raised when the DAG is built)."""
+    mod = adapter(spec["adapter"])
+    root = Path(spec["root"])
+    opts = adapter_options(spec, ds)
+    files = [Path(f) for f in mod.annotation_files(root, opts)]
+    if getattr(mod, "GENERATED", False):
+        return [str(f) for f in files]
+    missing = [f for f in files if not f.is_file()]
+    if not root.is_dir() or missing:
+        what = f"{root} does not exist" if not root.is_dir() else "missing " + ", ".join(map(str, missing))
+        raise UniegoError(f"datasets.{ds}.root = {str(root)!r}: {what}. The {spec['adapter']} adapter expects:\n"
+                          + mod.LAYOUT.rstrip() + f"\nDownload the dataset there, or point datasets.{ds}.root "
+                          "(and datasets.{ds}.options) at it.".replace("{ds}", ds), stage="manifest")
+    return [str(f) for f in files]
+
+
+def skeleton_source(spec: dict, ds: str) -> str | None:
+    """Where the exo 2-D body keypoints come from, or None when the dataset has none."""
+    mod = adapter(spec["adapter"])
+    return mod.skeleton_source(Path(spec["root"]), adapter_options(spec, ds))
+
+
+def build(spec: dict, ds: str) -> Built:
+    mod = adapter(spec["adapter"])
+    root = Path(spec["root"])
+    opts = adapter_options(spec, ds)
+    if not getattr(mod, "GENERATED", False):
+        annotation_files(spec, ds)
+    built = mod.build(root, opts, ds)
+    built.table["dataset"] = ds
+    if built.unpaired and opts.get("unpaired", "error") == "error":
+        shown = built.unpaired[:20] + ([f"... and {len(built.unpaired) - 20} more"] if len(built.unpaired) > 20 else [])
+        raise UniegoError(f"{len(built.unpaired)} ego clip(s) have no exo partner:\n  " + "\n  ".join(shown)
+                          + f"\nFix the data, or set datasets.{ds}.options.unpaired: drop to leave them out "
+                          "(they are then listed in the data check)", stage="manifest")
+    return built
+
+
+def skeleton_file(folder: str | None, sample_id: str) -> str | None:
+    """Per-clip keypoints: `<folder>/<sample_id>.npz` (see README "Skeletons")."""
+    return None if folder is None else os.path.join(folder, f"{sample_id}.npz")
+
+
+def require_columns(table: pd.DataFrame, columns, source) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise UniegoError(f"{source}: missing field(s) {', '.join(missing)} (has: {', '.join(map(str, table.columns))})",
+                          stage="manifest")
+
+
+def require_keys(obj: dict, keys, where: str) -> None:
+    if not isinstance(obj, dict):
+        raise UniegoError(f"{where}: expected an object, found {type(obj).__name__}", stage="manifest")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise UniegoError(f"{where}: missing field(s) {', '.join(missing)} (has: {', '.join(map(str, obj))})",
+                          stage="manifest")
+
+
+def read_json(path: Path):
+    import json
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UniegoError(f"cannot read {path}: {type(e).__name__}: {e}", stage="manifest") from None
+
+
+def rows_frame(rows: list[dict]) -> pd.DataFrame:
+    from uniego.manifest import COLUMNS
+    cols = [c for c in COLUMNS if c != "dataset"]
+    return pd.DataFrame(rows, columns=cols)

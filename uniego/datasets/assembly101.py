@@ -1,0 +1,99 @@
+"""Assembly101 fine-grained recognition: the 24 verb classes, ego `e4` paired with exo `v3`.
+
+Reads the fine-grained annotation CSVs (`id, video, start_frame, end_frame, action_id, verb_id,
+noun_id, action_cls, verb_cls, noun_cls, toy_id, toy_name, is_shared, is_RGB`; `video` is
+"<sequence>/<camera>.mp4"). A segment becomes one clip when both the ego camera (UNIEGO's
+`ego04` = e4: HMC_84358933 or HMC_21179183, monochrome, decoded to 3 channels) and the exo
+camera (`exo03` = v3 = C10118_rgb) have a row with the same sequence, frames and action; the
+paper's counts suggest it keeps exactly those, so `unpaired: drop` is the default and the data
+check lists the dropped ones. Annotation frames are at 30 fps whatever the video's own rate
+(the raw videos are 60 fps): times become seconds as frame / annotation_fps, with end_frame
+inclusive. The official test labels are withheld, so UNIEGO's test split is the validation CSV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from uniego.datasets import Built, require_columns, rows_frame, skeleton_file
+from uniego.errors import UniegoError
+
+VERBS = ["pick up", "put down", "inspect", "rotate", "unscrew", "position", "screw", "remove", "position screw on",
+         "remove screw from", "pass", "tilt up", "attempt to position", "push", "tilt down", "pull", "attempt to remove",
+         "attempt to pick up", "clap", "attempt to unscrew", "attempt to put down", "spin", "attempt to screw", "shake"]
+
+DEFAULTS = {
+    "splits": {"train": "fine-grained-annotations/train.csv", "test": "fine-grained-annotations/validation.csv"},
+    "videos": "videos",                               # <videos>/<sequence>/<camera>.mp4
+    "ego_cameras": ["HMC_84358933", "HMC_21179183"],  # e4 (either camera set); matched as prefixes
+    "exo_cameras": ["C10118_rgb"],                    # v3
+    "annotation_fps": 30.0,
+    "unpaired": "drop",
+    "skeletons": None,                                # a folder of <sample_id>.npz body keypoints (Assembly101 ships hand poses only)
+}
+LAYOUT = """  fine-grained-annotations/train.csv        (options.splits: split -> CSV, relative to root)
+  fine-grained-annotations/validation.csv   (used as the test split: the official test labels are withheld)
+  videos/<sequence>/<camera>.mp4            (options.videos; e.g. videos/nusar-.../C10118_rgb.mp4)"""
+FIELDS = ("id", "video", "start_frame", "end_frame", "action_id", "verb_id", "verb_cls")
+
+
+def annotation_files(root: Path, opts: dict) -> list[Path]:
+    return [root / f for f in opts["splits"].values()]
+
+
+def skeleton_source(root: Path, opts: dict) -> str | None:
+    return None if opts["skeletons"] is None else str(root / opts["skeletons"])
+
+
+def _camera(view: str, prefixes: list[str]) -> int | None:
+    for i, p in enumerate(prefixes):
+        if view.startswith(p):
+            return i
+    return None
+
+
+def build(root: Path, opts: dict, ds: str) -> Built:
+    rows, unpaired, sources = [], [], []
+    fps = float(opts["annotation_fps"])
+    skeletons = skeleton_source(root, opts)
+    for split, rel in opts["splits"].items():
+        path = root / rel
+        sources.append(str(path))
+        t = pd.read_csv(path, dtype={"video": str, "verb_cls": str})
+        require_columns(t, FIELDS, path)
+        parts = t.video.str.rsplit("/", n=1, expand=True)
+        if parts.shape[1] != 2 or parts[1].isna().any():
+            bad = t.video[parts[1].isna()].iloc[0] if parts.shape[1] == 2 else t.video.iloc[0]
+            raise UniegoError(f"{path}: video {bad!r} is not '<sequence>/<camera>.mp4'", stage="manifest")
+        t["sequence"], t["camera"] = parts[0], parts[1].str.replace(r"\.mp4$", "", regex=True)
+        for i, r in enumerate(t.itertuples(index=False)):
+            if not (0 <= int(r.verb_id) < len(VERBS)):
+                raise UniegoError(f"{path} row {i + 2} (id {r.id}): verb_id {r.verb_id} is not one of the 24 verbs (0-23)",
+                                  stage="manifest")
+            if str(r.verb_cls).replace("_", " ").strip().lower() != VERBS[int(r.verb_id)]:
+                raise UniegoError(f"{path} row {i + 2} (id {r.id}): verb_cls {r.verb_cls!r} does not match verb_id "
+                                  f"{r.verb_id} ({VERBS[int(r.verb_id)]!r})", stage="manifest")
+        key = ["sequence", "start_frame", "end_frame", "action_id"]
+        t["ego_rank"] = [_camera(c, opts["ego_cameras"]) for c in t.camera]
+        t["exo_rank"] = [_camera(c, opts["exo_cameras"]) for c in t.camera]
+        ego = t[t.ego_rank.notna()]
+        exo = t[t.exo_rank.notna()].sort_values("exo_rank").drop_duplicates(key)
+        dup = ego[ego.duplicated(key, keep=False)]
+        if len(dup):
+            raise UniegoError(f"{path}: segment {dup[key].iloc[0].tolist()} has {len(dup)} ego rows (ids "
+                              f"{', '.join(map(str, dup.id))}); one ego camera per recording is expected", stage="manifest")
+        pairs = ego.merge(exo[key + ["camera"]], on=key, how="left", suffixes=("", "_exo"))
+        for r in pairs.itertuples(index=False):
+            sample_id = f"{split}_{r.id}"
+            if pd.isna(r.camera_exo):
+                unpaired.append(f"{sample_id} ({r.video}, frames {r.start_frame}-{r.end_frame}): no "
+                                f"{'/'.join(opts['exo_cameras'])} row in {path.name}")
+                continue
+            rows.append({"sample_id": sample_id, "split": split, "label": int(r.verb_id), "class_name": VERBS[int(r.verb_id)],
+                         "ego_video": str(root / opts["videos"] / r.sequence / f"{r.camera}.mp4"),
+                         "exo_video": str(root / opts["videos"] / r.sequence / f"{r.camera_exo}.mp4"),
+                         "start": r.start_frame / fps, "end": (r.end_frame + 1) / fps,
+                         "skeleton": skeleton_file(skeletons, sample_id)})
+    return Built(rows_frame(rows), list(VERBS), unpaired=unpaired, sources=sources)
