@@ -176,3 +176,16 @@ def test_unknown_teacher_in_config_is_named(config):
     config["level1"]["teachers"] = ["exo_skl", "exo_dinov3"]
     with pytest.raises(UniegoError, match=r"level1\.teachers\.1.*exo_dinov3"):
         validate_config(config)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_the_bit_test_for_nan_and_inf_agrees_with_isfinite(dtype):
+    from uniego.cache import all_finite
+    x = np.random.default_rng(0).standard_normal((300, 1000)).astype(dtype)
+    x[5, 5] = np.finfo(dtype).max          # large and subnormal values are finite
+    x[6, 6] = np.finfo(dtype).tiny / 4
+    assert all_finite(x) and all_finite(x[:0])
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[299, 999] = bad                   # in the last cache-sized block
+        assert not all_finite(y) and not np.isfinite(y).all()
