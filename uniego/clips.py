@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from uniego.cache import ArraySpec, StoreWriter
-from uniego.config import ClipSettings
+from uniego.config import VIEW_KEYS, ClipSettings
 from uniego.errors import UniegoError
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.video import read_frames, read_skeleton, resize_crop
@@ -28,8 +28,6 @@ def _as_is(item):
     return item
 
 
-VIEW_KEYS = {"ego": ("num_frames", "size", "sampling", "stride"), "exo": ("num_frames", "size", "sampling", "stride"),
-             "skeleton": ("skeleton_frames",)}
 
 
 def clip_arrays(view: str, settings: ClipSettings, temporal_views: int = 0) -> dict[str, ArraySpec]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import importlib
 import json
 from pathlib import Path
 
@@ -167,6 +166,11 @@ def dataset_config(config: dict, ds: str) -> dict:
 
 
 # ---------------------------------------------------------------- per-stage frozen settings
+# The `clips` keys each clip-cache view depends on (so a skeleton setting reruns only the skeleton cache)
+VIEW_KEYS = {"ego": ("num_frames", "size", "sampling", "stride"), "exo": ("num_frames", "size", "sampling", "stride"),
+             "skeleton": ("skeleton_frames",)}
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipSettings:
     """The `clips` section. A view's rule passes only the keys that view uses (RGB views:
@@ -262,15 +266,22 @@ def code_version(*modules: str) -> str:
     """sha256 (12 hex) of the source files of the given uniego modules or packages.
 
     Rules pass it through `params:` so that editing the code a rule runs reruns that rule
-    (Snakemake's own code trigger only sees the shell line).
+    (Snakemake's own code trigger only sees the shell line). Files are found without importing
+    the modules (importing them would load torch each time Snakemake builds the DAG).
     """
+    root = Path(__file__).resolve().parent
     h = hashlib.sha256()
     for name in sorted(modules):
-        mod = importlib.import_module(name)
-        path = Path(mod.__file__)
-        files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+        head, *parts = name.split(".")
+        path = root.joinpath(*parts)
+        if head != "uniego" or not (path.is_dir() or path.with_suffix(".py").is_file()):
+            raise ValueError(f"code_version: {name!r} is not a uniego module or package")
+        if path.is_dir():
+            files, base = sorted(path.rglob("*.py")), path.parent
+        else:
+            files, base = [path.with_suffix(".py")], path.parent
         for f in files:
-            h.update(str(f.relative_to(path.parent.parent if path.name == "__init__.py" else path.parent)).encode())
+            h.update(str(f.relative_to(base)).encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
@@ -305,7 +316,6 @@ def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None
             out["skeletons"] = any("skeleton" in TEACHERS[t].inputs for t in c["level1"]["teachers"])
         return out
     if stage == "clips":
-        from uniego.clips import VIEW_KEYS
         return {k: c["clips"][k] for k in VIEW_KEYS[view]}
     if stage == "extract":
         return {"teacher": {"key": teacher, **c["teachers"][teacher]}, "seed": c["seed"]}

@@ -18,10 +18,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from uniego.errors import UniegoError
+
+if TYPE_CHECKING:  # pandas is imported where rows are built: Snakemake imports this module to plan the DAG
+    import pandas as pd
 
 
 @dataclass
@@ -126,6 +128,8 @@ def read_json(path: Path):
 
 
 def rows_frame(rows: list[dict]) -> pd.DataFrame:
+    import pandas as pd
+
     from uniego.manifest import COLUMNS
     cols = [c for c in COLUMNS if c != "dataset"]
     return pd.DataFrame(rows, columns=cols)
