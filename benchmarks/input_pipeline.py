@@ -1,0 +1,64 @@
+"""3. Training input pipeline: proxy-training (eq. 1) steps per second with the real loader
+(clip cache -> random resize/crop/flip -> normalise, in a DataLoader worker, as `train-proxy`
+runs) vs the same batches already in memory. Target >= 0.9."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import Result, best_of_pair, demo_dataset
+
+
+class _InMemory(torch.utils.data.Dataset):
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        return self.batches[i]
+
+
+def run(work: Path) -> list[Result]:
+    from uniego.config import Level1Settings, StudentSettings, TrainSettings
+    from uniego.data import ClipBatches, ClipSource
+    from uniego.engine import epoch_batches, train
+    from uniego.manifest import manifest_sha256, read_manifest
+    from uniego.proxy import ProxyTask
+    from uniego.student import ProxyModel, build_student
+
+    d = demo_dataset(work, clips_per_class=24)
+    table, classes = read_manifest(d["manifest"])
+    rows = np.flatnonzero(table.split.to_numpy() == "train")
+    source = ClipSource(d["clips"]["ego"], list(table.sample_id.iloc[rows]), manifest_sha256=manifest_sha256(d["manifest"]))
+    labels = table.label.to_numpy()[rows]
+    n = len(rows)
+    s = StudentSettings(arch="timesformer_test", init="random", input_size=64, train_jitter=(64, 80), patch_size=8)
+    ts = TrainSettings(epochs=1, lr=1e-3, lr_steps=(0,), lr_factors=(1.0,), momentum=0.9, nesterov=True, weight_decay=0.05,
+                       batch_size=8, optimizer="adamw")
+    targets = torch.randn(n, 64, generator=torch.Generator().manual_seed(0))
+    lv = Level1Settings(lambda_feat=5.0, lambda_cls=1.0, projection="teacher")
+    real = lambda b, e: ClipBatches(source, labels, s, b, epoch=e, seed=0, train=True)  # noqa: E731
+    memory = real(epoch_batches(n, ts.batch_size, seed=0, epoch=0), 0)
+    memory = _InMemory([memory[i] for i in range(len(memory))])
+
+    def epoch(data, workers, name):
+        run_dir = work / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        model = ProxyModel(build_student(s, len(classes), num_frames=8, seed=0), 64, "teacher")
+        train(ProxyTask(model, targets, lv), data, n, ts, run_dir, seed=0, identity={}, workers=workers, desc=name)
+
+    run_real = lambda: epoch(real, 1, "real")                     # noqa: E731  the demo config's loader worker
+    run_memory = lambda: epoch(lambda b, e: memory, 0, "memory")  # noqa: E731
+    run_real(), run_memory()
+    t_real, t_mem = best_of_pair(run_real, run_memory)
+    steps = len(memory)
+    ratio = t_mem / t_real
+    detail = (f"{steps} steps of batch 8 (demo student, 64 px): real loader {steps / t_real:.2f} steps/s, "
+              f"in memory {steps / t_mem:.2f} steps/s")
+    return [Result("proxy training, real loader vs in memory", ratio, ">= 0.9", ratio >= 0.9, detail)]
