@@ -65,3 +65,35 @@ def demo_dataset(work: Path, *, clips_per_class: int = 4, size: int = 64, second
             build_clip_cache(manifest, v, path, settings, workers=2)
         clips[v] = str(path)
     return {"manifest": str(manifest), "clips": clips, "settings": settings}
+
+
+@dataclass
+class TrainingSetup:
+    """The demo student's one-epoch training on a demo train split, as the benchmarks of the
+    training stages use it: clip source, labels, classes, student and train settings, loader."""
+    source: object
+    labels: object
+    classes: list
+    student: object
+    train: object
+
+    def loader(self, batches, epoch):
+        from uniego.data import ClipBatches
+        return ClipBatches(self.source, self.labels, self.student, batches, epoch=epoch, seed=0, train=True)
+
+
+def training_setup(work: Path, *, clips_per_class: int = 24) -> TrainingSetup:
+    import numpy as np
+
+    from uniego.config import StudentSettings, TrainSettings
+    from uniego.data import ClipSource
+    from uniego.manifest import manifest_sha256, read_manifest
+
+    d = demo_dataset(work, clips_per_class=clips_per_class)
+    table, classes = read_manifest(d["manifest"])
+    rows = np.flatnonzero(table.split.to_numpy() == "train")
+    source = ClipSource(d["clips"]["ego"], list(table.sample_id.iloc[rows]), manifest_sha256=manifest_sha256(d["manifest"]))
+    student = StudentSettings(arch="timesformer_test", init="random", input_size=64, train_jitter=(64, 80), patch_size=8)
+    train = TrainSettings(epochs=1, lr=1e-3, lr_steps=(0,), lr_factors=(1.0,), momentum=0.9, nesterov=True,
+                          weight_decay=0.05, batch_size=8, optimizer="adamw")
+    return TrainingSetup(source, table.label.to_numpy()[rows], classes, student, train)

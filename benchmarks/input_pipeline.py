@@ -7,10 +7,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from benchmarks.common import Result, best_of_pair, demo_dataset
+from benchmarks.common import Result, best_of_pair, training_setup
 
 
 class _InMemory(torch.utils.data.Dataset):
@@ -25,25 +24,16 @@ class _InMemory(torch.utils.data.Dataset):
 
 
 def run(work: Path) -> list[Result]:
-    from uniego.config import Level1Settings, StudentSettings, TrainSettings
-    from uniego.data import ClipBatches, ClipSource
+    from uniego.config import Level1Settings
     from uniego.engine import epoch_batches, train
-    from uniego.manifest import manifest_sha256, read_manifest
     from uniego.proxy import ProxyTask
     from uniego.student import ProxyModel, build_student
 
-    d = demo_dataset(work, clips_per_class=24)
-    table, classes = read_manifest(d["manifest"])
-    rows = np.flatnonzero(table.split.to_numpy() == "train")
-    source = ClipSource(d["clips"]["ego"], list(table.sample_id.iloc[rows]), manifest_sha256=manifest_sha256(d["manifest"]))
-    labels = table.label.to_numpy()[rows]
-    n = len(rows)
-    s = StudentSettings(arch="timesformer_test", init="random", input_size=64, train_jitter=(64, 80), patch_size=8)
-    ts = TrainSettings(epochs=1, lr=1e-3, lr_steps=(0,), lr_factors=(1.0,), momentum=0.9, nesterov=True, weight_decay=0.05,
-                       batch_size=8, optimizer="adamw")
+    t = training_setup(work)
+    classes, s, ts, n = t.classes, t.student, t.train, len(t.labels)
     targets = torch.randn(n, 64, generator=torch.Generator().manual_seed(0))
     lv = Level1Settings(lambda_feat=5.0, lambda_cls=1.0, projection="teacher")
-    real = lambda b, e: ClipBatches(source, labels, s, b, epoch=e, seed=0, train=True)  # noqa: E731
+    real = t.loader
     memory = real(epoch_batches(n, ts.batch_size, seed=0, epoch=0), 0)
     memory = _InMemory([memory[i] for i in range(len(memory))])
 

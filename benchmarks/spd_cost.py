@@ -9,38 +9,28 @@ import copy
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from benchmarks.common import Result, best_of_pair, demo_dataset
+from benchmarks.common import Result, best_of_pair, training_setup
 
 
 def run(work: Path) -> list[Result]:
     from uniego.baselines import EgoTask
-    from uniego.config import StudentSettings, TrainSettings
-    from uniego.data import ClipBatches, ClipSource
     from uniego.engine import train
     from uniego.level2 import SPDModel, SPDTask
-    from uniego.manifest import manifest_sha256, read_manifest
     from uniego.student import build_student
 
-    d = demo_dataset(work, clips_per_class=24)
-    table, classes = read_manifest(d["manifest"])
-    rows = np.flatnonzero(table.split.to_numpy() == "train")
-    source = ClipSource(d["clips"]["ego"], list(table.sample_id.iloc[rows]), manifest_sha256=manifest_sha256(d["manifest"]))
-    labels = table.label.to_numpy()[rows]
-    s = StudentSettings(arch="timesformer_test", init="random", input_size=64, train_jitter=(64, 80), patch_size=8)
-    ts = TrainSettings(epochs=1, lr=1e-3, lr_steps=(0,), lr_factors=(1.0,), momentum=0.9, nesterov=True, weight_decay=0.05,
-                       batch_size=8, optimizer="adamw")
+    t = training_setup(work)
+    labels, classes, s, ts = t.labels, t.classes, t.student, t.train
     encoder = build_student(s, len(classes), num_frames=8, seed=0)
     g = torch.Generator().manual_seed(0)
-    R, n = 9, len(rows)
+    R, n = 9, len(labels)
     h_p = torch.randn(R, n, encoder.embed_dim, generator=g)
     z_p = torch.randn(R, n, len(classes), generator=g) + 4 * torch.nn.functional.one_hot(torch.as_tensor(labels), len(classes))
     spd = {"k": 1, "mode": "topk", "beta_feat": 5.0, "beta_logit": 1.0, "beta_cls": 1.0, "tau": 1.0,
            "student_ce_filter": False, "ce_cap": None, "normalize": "paper"}
     views = ["exo", "exo", "exo", "ego", "exo", "ego", "exo", "exo", "ego"]
-    data = lambda b, e: ClipBatches(source, labels, s, b, epoch=e, seed=0, train=True)  # noqa: E731
+    data = t.loader
 
     def epoch(task, name):
         run_dir = work / name
