@@ -249,6 +249,18 @@ def _compute_args(p):
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
 
 
+def _train_args(p):
+    p.add_argument("--procs", type=int, default=1,
+                   help="processes (one per GPU) for data-parallel training; >1 restarts the command under torchrun")
+
+
+def cmd_gpu_slots(args):
+    from uniego.gpus import run_on_gpus
+
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    run_on_gpus(command, gpus=args.gpus, ids=args.ids, lock_dir=args.lock_dir)
+
+
 def cmd_inspect(args):
     from uniego.inspect_store import describe, format_report
 
@@ -340,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True, help="the teacher's feature store")
     p.add_argument("--out", required=True, help="proxy checkpoint (.pt); its run folder <out stem>.run/ holds checkpoints and metrics")
     _compute_args(p)
+    _train_args(p)
     p.set_defaults(func=cmd_train_proxy)
 
     p = sub.add_parser("proxy-outputs", help="export a proxy's CLS features and logits on the train split")
@@ -359,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxies", nargs="+", required=True, metavar="TEACHER=PROXY.pt")
     p.add_argument("--out", required=True)
     _compute_args(p)
+    _train_args(p)
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("spd", help="Level II: Selective Proxy Distillation from a merged initialisation (eq. 4-6)")
@@ -369,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outputs", nargs="+", required=True, metavar="TEACHER=OUTPUTS.zarr")
     p.add_argument("--out", required=True)
     _compute_args(p)
+    _train_args(p)
     p.set_defaults(func=cmd_spd)
 
     p = sub.add_parser("baseline", help="train a baseline: ego (CE only) or naive_mtd (all teachers at once)")
@@ -379,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", nargs="*", default=[], metavar="TEACHER=STORE")
     p.add_argument("--out", required=True)
     _compute_args(p)
+    _train_args(p)
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("evaluate", help="recognition top-1/top-5 of a trained encoder on the test split")
@@ -460,6 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
+    p = sub.add_parser("gpu-slots", help="run a command on K free local GPUs (sets CUDA_VISIBLE_DEVICES; every GPU rule uses it)")
+    p.add_argument("--gpus", type=int, default=1, help="slots to take (the rule's gpu resource)")
+    p.add_argument("--ids", default="auto", help="`auto` (every /dev/nvidiaN) or device ids `0,1` (compute.gpu_ids)")
+    p.add_argument("--lock-dir", default=None, help="folder of the slot locks (compute.gpu_lock_dir; default: one per machine in the temp dir)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command to run")
+    p.set_defaults(func=cmd_gpu_slots)
+
     p = sub.add_parser("validate-config", help="check a config.yaml against the schema")
     p.add_argument("config", nargs="?", default="config.yaml")
     p.set_defaults(func=cmd_validate_config)
@@ -468,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "procs", 1) > 1:
+        from uniego.distributed import relaunch_under_torchrun
+        relaunch_under_torchrun(args.procs, sys.argv[1:] if argv is None else argv)
     try:
         args.func(args)
     except UniegoError as e:

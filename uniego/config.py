@@ -211,6 +211,7 @@ class StudentSettings:
     input_size: int
     train_jitter: tuple[int, int]
     patch_size: int | None = None  # None: the architecture's own (16)
+    drop_path_rate: float | None = None  # None: the architecture's own (TimeSformer 0.1, the official value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from uniego import distributed
 from uniego.cache import fingerprint
 from uniego.config import TrainSettings
 
@@ -97,9 +98,14 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
     "adamw"), or "adam" (lr, L2 weight decay; the merge). A task may define `epoch_end() -> dict` of extra per-epoch statistics.
     probe: a fixed batch (eval view) on which `gradient_conflict` is measured after every
     epoch and logged (tasks with `gradient_terms`); it does not touch the RNG or the weights.
+    Under torchrun (uniego.distributed) each rank trains on its part of every batch, the
+    gradients are averaged, epoch_end counts are summed over the ranks, and only rank 0
+    writes; the other ranks exit when training ends.
     """
     from tqdm import tqdm
 
+    device = distributed.init(device)
+    rank, world = distributed.world()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = run_dir / "last.pt", run_dir / "metrics.jsonl"
@@ -128,8 +134,9 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
             print(f"[{desc}] resuming from {ckpt_path} after epoch {start}", file=sys.stderr)
         else:
             print(f"[{desc}] ignoring {ckpt_path}: it belongs to another configuration", file=sys.stderr)
-            log_path.unlink(missing_ok=True)
-    if start == 0:
+            if rank == 0:
+                log_path.unlink(missing_ok=True)
+    if start == 0 and rank == 0:
         log_path.unlink(missing_ok=True)
     amp = torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16) \
         if device.type == "cuda" and precision != "fp32" else nullcontext()
@@ -140,7 +147,8 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
             for group in opt.param_groups:
                 group["lr"] = lr
             batches = epoch_batches(n, settings.batch_size, seed=seed, epoch=epoch)
-            loader = DataLoader(make_epoch_dataset(batches, epoch), batch_size=None, collate_fn=_identity,
+            mine = distributed.rank_part(batches, rank, world, where=desc)
+            loader = DataLoader(make_epoch_dataset(mine, epoch), batch_size=None, collate_fn=_identity,
                                 num_workers=workers, pin_memory=device.type == "cuda")
             model.train()
             sums: dict[str, float] = {}
@@ -154,25 +162,30 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
                     raise FloatingPointError(f"[{desc}] loss is {loss.item()} at epoch {epoch + 1} step {step}")
                 (loss / settings.accumulate).backward()
                 if (step + 1) % settings.accumulate == 0:
+                    distributed.average_gradients(params)
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                 for k, v in out.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
             opt.zero_grad(set_to_none=True)
+            sums = distributed.mean_over_ranks(sums, device)
             record = {"epoch": epoch + 1, "lr": lr, "steps": len(batches),
                       **{k: v / max(len(batches), 1) for k, v in sums.items()}}
             if hasattr(task, "epoch_end"):
-                record.update(task.epoch_end())
+                record.update(distributed.sum_over_ranks(task.epoch_end(), device))
             if probe is not None:
                 record.update(gradient_conflict(task, probe, device))
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            tmp = ckpt_path.with_suffix(".pt.partial")
-            torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "rng": torch.get_rng_state(), "fingerprint": fp}, tmp)
-            os.replace(tmp, ckpt_path)
+            if rank == 0:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                tmp = ckpt_path.with_suffix(".pt.partial")
+                torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "rng": torch.get_rng_state(), "fingerprint": fp}, tmp)
+                os.replace(tmp, ckpt_path)
+            distributed.barrier()
             if kill_after and epoch + 1 >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
+    distributed.finish()
 
 
 def epoch_history(run_dir: str | Path, drop=("selected_per_proxy", "selected_per_class")) -> list[dict]:

@@ -1,5 +1,6 @@
 """Atomic writes: a result file appears complete or not at all (written to `<name>.partial`,
-then renamed), so an interrupted job never leaves a file a rerun would take as done."""
+then renamed), so an interrupted job never leaves a file a rerun would take as done.
+Under torchrun only rank 0 writes (the other ranks compute the same result)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ import os
 from pathlib import Path
 
 
+def _other_rank() -> bool:
+    return os.environ.get("RANK", "0") != "0"
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
+    if _other_rank():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(text)
@@ -25,6 +32,8 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
     import torch
 
     path = Path(path)
+    if _other_rank():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     torch.save(obj, tmp)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from uniego import distributed
 from uniego.losses import cosine_distance, kl_to_student
 
 MODES = ("topk", "all", "ego_exo")
@@ -81,9 +82,13 @@ def spd_loss(h_u: torch.Tensor, z_u: torch.Tensor, h_p: torch.Tensor, z_p: torch
     feat_i = (w * feat).sum(1)
     logit_i = (w * logit).sum(1)
     has = n_sel > 0
-    denom = B if normalize == "paper" else max(int(has.sum()), 1)
     if normalize not in ("paper", "official"):
         raise ValueError("normalize must be 'paper' or 'official'")
+    if normalize == "paper":
+        denom = B
+    else:  # the batch's count; under data parallelism the global batch's, per rank (see uniego.distributed)
+        count, ranks = distributed.total(has.sum())
+        denom = max(count, 1) / ranks
     feat_loss = feat_i.sum() / denom
     logit_loss = logit_i.sum() / denom
     cls = F.cross_entropy(z_u, labels)

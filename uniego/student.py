@@ -35,8 +35,12 @@ def build_student(settings: StudentSettings, num_classes: int, *, num_frames: in
         raise UniegoError(f"student.arch {settings.arch!r} unknown; choose from {', '.join(BUILDERS)}", stage="student")
     torch.manual_seed(seed)
     if settings.arch.startswith("vificlip"):
+        if settings.drop_path_rate is not None:
+            raise UniegoError("student.drop_path_rate applies to TimeSformer students; remove it for ViFi-CLIP", stage="student")
         return _build_vificlip(settings, num_classes)
     extra = {} if settings.patch_size is None else {"patch_size": settings.patch_size}
+    if settings.drop_path_rate is not None:
+        extra["drop_path_rate"] = settings.drop_path_rate
     if settings.input_size % (settings.patch_size or 16):
         raise UniegoError(f"student.input_size {settings.input_size} is not a multiple of the patch size "
                           f"{settings.patch_size or 16}", stage="student")

@@ -61,6 +61,22 @@ def compute_setting(key):
     return lambda wc: dataset_config(config, wc.ds)["compute"][key]
 
 
+# Every GPU rule runs its command through `uniego gpu-slots`, which gives the job its own
+# device(s) (CUDA_VISIBLE_DEVICES) from compute.gpu_ids, or stands aside under SLURM.
+GPU_SLOTS = "uniego gpu-slots --gpus {resources.gpu} --ids {resources.gpu_ids} --lock-dir {resources.gpu_lock_dir:q} -- "
+
+
+def gpu_slot_resources():
+    """resources of a GPU rule for `uniego gpu-slots` (machine settings: never rerun a job)."""
+    ids, lock_dir = config["compute"].get("gpu_ids", "auto"), config["compute"].get("gpu_lock_dir", "auto")
+    return {"gpu_ids": ",".join(map(str, ids)) if isinstance(ids, list) else "auto", "gpu_lock_dir": lock_dir}
+
+
+def gpus_per_job(wc):
+    """resources function: GPUs (and torchrun processes) of one training job."""
+    return dataset_config(config, wc.ds)["compute"].get("gpus_per_job", 1)
+
+
 def dataset_root(wc):
     return dataset_config(config, wc.ds)["datasets"][wc.ds]["root"]
 

@@ -14,13 +14,15 @@ rule recognition:
         code=CODE["evaluate"],
     threads: 2
     resources:
+        gpu=1,
+        **gpu_slot_resources(),
         batch_size=compute_setting("batch_size"),
         device=compute_setting("device"),
         precision=compute_setting("precision"),
     log:
         "logs/{ds}/eval/{model}/recognition.log",
     shell:
-        "uniego evaluate --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
+        GPU_SLOTS + "uniego evaluate --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
         "--model {input.model:q} --name {wildcards.model} --out {output.recognition:q} "
         "--retrieval-out {output.retrieval:q} --workers {threads} "
         "--batch-size {resources.batch_size} --device {resources.device} --precision {resources.precision} > {log:q} 2>&1"

@@ -13,7 +13,8 @@ rule train_proxy:
         code=CODE["level1"],
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpus_per_job,
+        **gpu_slot_resources(),
         device=compute_setting("device"),
         precision=compute_setting("precision"),
     log:
@@ -21,9 +22,9 @@ rule train_proxy:
     benchmark:
         "benchmarks/rules/{ds}/train_proxy/{teacher}.tsv"
     shell:
-        "uniego train-proxy --settings {params.settings:q} --teacher {wildcards.teacher} --manifest {input.manifest:q} "
+        GPU_SLOTS + "uniego train-proxy --settings {params.settings:q} --teacher {wildcards.teacher} --manifest {input.manifest:q} "
         "--clips {input.clips:q} --features {input.features:q} --out {output:q} --workers {threads} "
-        "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+        "--procs {resources.gpu} --device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
 
 
 rule proxy_outputs:
@@ -39,12 +40,13 @@ rule proxy_outputs:
     threads: 2
     resources:
         gpu=1,
+        **gpu_slot_resources(),
         batch_size=compute_setting("batch_size"),
         device=compute_setting("device"),
         precision=compute_setting("precision"),
     log:
         "logs/{ds}/proxy_outputs/{teacher}.log",
     shell:
-        "uniego proxy-outputs --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
+        GPU_SLOTS + "uniego proxy-outputs --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
         "--proxy {input.proxy:q} --out {output:q} --workers {threads} --batch-size {resources.batch_size} "
         "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"

@@ -14,16 +14,17 @@ rule merge:
         proxies=lambda wc, input: pairs(wc, input, "proxy"),
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpus_per_job,
+        **gpu_slot_resources(),
         batch_size=compute_setting("batch_size"),
         device=compute_setting("device"),
         precision=compute_setting("precision"),
     log:
         "logs/{ds}/merge/{strategy}.log",
     shell:
-        "uniego merge --settings {params.settings:q} --strategy {wildcards.strategy} --manifest {input.manifest:q} "
+        GPU_SLOTS + "uniego merge --settings {params.settings:q} --strategy {wildcards.strategy} --manifest {input.manifest:q} "
         "--clips {input.clips:q} --proxies {params.proxies} --out {output:q} --workers {threads} "
-        "--batch-size {resources.batch_size} --device {resources.device} --precision {resources.precision} "
+        "--batch-size {resources.batch_size} --procs {resources.gpu} --device {resources.device} --precision {resources.precision} "
         "--code-version {params.code:q} > {log:q} 2>&1"
 
 
@@ -41,7 +42,8 @@ rule spd:
         outputs=lambda wc, input: pairs(wc, input, "outputs"),
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpus_per_job,
+        **gpu_slot_resources(),
         device=compute_setting("device"),
         precision=compute_setting("precision"),
     log:
@@ -49,9 +51,9 @@ rule spd:
     benchmark:
         "benchmarks/rules/{ds}/spd.tsv"
     shell:
-        "uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
+        GPU_SLOTS + "uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
         "--init {input.init:q} --outputs {params.outputs} --out {output:q} --workers {threads} "
-        "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+        "--procs {resources.gpu} --device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
 
 
 rule baseline:
@@ -67,15 +69,16 @@ rule baseline:
         features=lambda wc, input: pairs(wc, input, "features"),
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpus_per_job,
+        **gpu_slot_resources(),
         device=compute_setting("device"),
         precision=compute_setting("precision"),
     log:
         "logs/{ds}/baselines/{baseline}.log",
     shell:
-        "uniego baseline --settings {params.settings:q} --name {wildcards.baseline} --manifest {input.manifest:q} "
+        GPU_SLOTS + "uniego baseline --settings {params.settings:q} --name {wildcards.baseline} --manifest {input.manifest:q} "
         "--clips {input.clips:q} --features {params.features} --out {output:q} --workers {threads} "
-        "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+        "--procs {resources.gpu} --device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
 
 
 rule spd_ablation:
@@ -93,12 +96,13 @@ rule spd_ablation:
         outputs=lambda wc, input: pairs(wc, input, "outputs"),
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpus_per_job,
+        **gpu_slot_resources(),
         device=compute_setting("device"),
         precision=compute_setting("precision"),
     log:
         "logs/{ds}/ablations/{ablation}.log",
     shell:
-        "uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
+        GPU_SLOTS + "uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
         "--init {input.init:q} --outputs {params.outputs} --out {output:q} --workers {threads} "
-        "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+        "--procs {resources.gpu} --device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"

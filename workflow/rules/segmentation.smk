@@ -45,13 +45,14 @@ rule dense_features:
     threads: 2
     resources:
         gpu=1,
+        **gpu_slot_resources(),
         batch_size=compute_setting("batch_size"),
         device=compute_setting("device"),
         precision=compute_setting("precision"),
     log:
         "logs/{ds}/eval/{model}/dense_features.log",
     shell:
-        "uniego dense-features --settings {params.settings:q} --sessions {input.sessions:q} --windows {input.windows:q} "
+        GPU_SLOTS + "uniego dense-features --settings {params.settings:q} --sessions {input.sessions:q} --windows {input.windows:q} "
         "--model {input.model:q} --out {output:q} --workers {threads} --batch-size {resources.batch_size} "
         "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
 
@@ -68,10 +69,12 @@ rule segmentation:
         code=CODE["segmentation"],
     threads: 2
     resources:
+        gpu=1,
+        **gpu_slot_resources(),
         device=compute_setting("device"),
     log:
         "logs/{ds}/eval/{model}/segmentation.log",
     shell:
-        "uniego segment --settings {params.settings:q} --sessions {input.sessions:q} --features {input.features:q} "
+        GPU_SLOTS + "uniego segment --settings {params.settings:q} --sessions {input.sessions:q} --features {input.features:q} "
         "--name {wildcards.model} --out {output.scores:q} --workers 0 --device {resources.device} "
         "--code-version {params.code:q} > {log:q} 2>&1"

@@ -16,6 +16,7 @@ rule train_teacher:
     threads: 2
     resources:
         gpu=1,
+        **gpu_slot_resources(),
         batch_size=compute_setting("batch_size"),
         device=compute_setting("device"),
         precision=compute_setting("precision"),
@@ -24,7 +25,7 @@ rule train_teacher:
     benchmark:
         "benchmarks/rules/{ds}/train_teacher/{teacher}.tsv"
     shell:
-        "uniego train-teacher --settings {params.settings:q} --manifest {input.manifest:q} --teacher {wildcards.teacher} "
+        GPU_SLOTS + "uniego train-teacher --settings {params.settings:q} --manifest {input.manifest:q} --teacher {wildcards.teacher} "
         "--clips {params.clips} --out {output:q} --workers {threads} --batch-size {resources.batch_size} "
         "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
 
@@ -45,6 +46,7 @@ rule extract:
     threads: 2
     resources:
         gpu=1,
+        **gpu_slot_resources(),
         batch_size=compute_setting("batch_size"),
         device=compute_setting("device"),
         precision=compute_setting("precision"),
@@ -53,7 +55,7 @@ rule extract:
     benchmark:
         "benchmarks/rules/{ds}/extract/{teacher}.tsv"
     shell:
-        "uniego extract --settings {params.settings:q} --manifest {input.manifest:q} --teacher {wildcards.teacher} "
+        GPU_SLOTS + "uniego extract --settings {params.settings:q} --manifest {input.manifest:q} --teacher {wildcards.teacher} "
         "--clips {params.clips} {params.task} --out {output:q} --workers {threads} --batch-size {resources.batch_size} "
         "--device {resources.device} --precision {resources.precision} "
         "--code-version {params.code:q} > {log:q} 2>&1"
