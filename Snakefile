@@ -21,6 +21,12 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/analysis.smk"
 
 
+# Cheap bookkeeping jobs run in the main process, not as cluster jobs (executor: slurm).
+localrules:
+    manifest,
+    report,
+
+
 rule all:
     default_target: True
     input:
