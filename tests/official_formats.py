@@ -127,3 +127,29 @@ def make_uniego_csv(root: Path) -> Path:
     for split, ls in lines.items():
         (root / "vclip" / f"{split}.csv").write_text("\n".join(ls) + "\n")
     return root
+
+
+EE4D_JOINTS = ("nose", "left-eye", "right-eye", "left-ear", "right-ear", "left-shoulder", "right-shoulder", "left-elbow",
+               "right-elbow", "left-wrist", "right-wrist", "left-hip", "right-hip", "left-knee", "right-knee", "left-ankle",
+               "right-ankle")
+
+
+def ee4d_pose_point(take: int, frame: int, cam: str, j: int) -> tuple[float, float]:
+    return 100.0 * take + 2.0 * j + (0.5 if cam == "cam02" else 0.0), float(frame)
+
+
+def make_ee4d_body_pose(root: Path, *, every: int = 1) -> Path:
+    """Ego-Exo4D body pose files (annotations/ego_pose/<split>/body/annotation/<take_uid>.json) for
+    takes 0 and 2 of make_ee4d: frames 0..119 (30 fps) every `every` frames, cam01 and cam02
+    2-D keypoints; the right ankle is not annotated on odd frames (not visible)."""
+    for t, split in ((0, "train"), (2, "val")):
+        frames = {}
+        for f in range(0, 120, every):
+            cams = {cam: {name: {"x": ee4d_pose_point(t, f, cam, j)[0], "y": ee4d_pose_point(t, f, cam, j)[1], "placement": "manual"}
+                          for j, name in enumerate(EE4D_JOINTS) if not (name == "right-ankle" and f % 2)}
+                    for cam in ("cam01", "cam02")}
+            frames[str(f)] = [{"annotation2D": cams, "annotation3D": {}}]
+        folder = root / "annotations" / "ego_pose" / split / "body" / "annotation"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"uid-{t:04d}.json").write_text(json.dumps(frames))
+    return root

@@ -64,6 +64,14 @@ def cmd_check_data(args):
     print(summary(check_data(s, s["dataset"], args.out, skeletons=s["skeletons"])))
 
 
+def cmd_body_pose(args):
+    from uniego.datasets.ee4d_body_pose import write_body_pose
+
+    s = _settings(args, "manifest")
+    out = write_body_pose(s, s["dataset"], args.out)
+    print(f"{out}: {sum(1 for _ in out.glob('*.npz'))} clip keypoint files")
+
+
 def cmd_import_features(args):
     from uniego.import_features import import_features
 
@@ -475,6 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("body-pose", help="Ego-Exo4D: per-clip exo keypoint files from the dataset's body-pose annotations")
+    _common(p)
+    p.add_argument("--out", required=True, help="the folder to write (options.skeletons)")
+    p.set_defaults(func=cmd_body_pose)
 
     p = sub.add_parser("gpu-slots", help="run a command on K free local GPUs (sets CUDA_VISIBLE_DEVICES; every GPU rule uses it)")
     p.add_argument("--gpus", type=int, default=1, help="slots to take (the rule's gpu resource)")

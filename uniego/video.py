@@ -106,8 +106,9 @@ def resize_crop(frames: np.ndarray, size: int) -> np.ndarray:
 
 def read_skeleton(path: str, sample_id: str, start: float, end: float, num: int, *, num_joints: int = 17,
                   stage: str = "clips") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Skeleton file (.npz: keypoints [N, V, 3], img_shape (h, w), fps) -> (keypoints [num, V, 3]
-    float32 at frames uniformly sampled over [start, end), img_shape [2], times [num])."""
+    """Skeleton file (.npz: keypoints [N, V, 3], img_shape (h, w), fps; optional t0, the video
+    time of row 0 in seconds, default 0) -> (keypoints [num, V, 3] float32 at frames uniformly
+    sampled over [start, end), img_shape [2], times [num] on the video's timeline)."""
     import os
 
     if path is None:
@@ -121,6 +122,7 @@ def read_skeleton(path: str, sample_id: str, start: float, end: float, num: int,
     try:
         with np.load(path) as z:
             kp, img_shape, fps = z["keypoints"], z["img_shape"], float(z["fps"])
+            t0 = float(z["t0"]) if "t0" in z.files else 0.0
     except Exception as e:
         raise UniegoError(f"cannot read skeleton file {path} (sample {sample_id}): {type(e).__name__}: {e}. "
                           "Expected an .npz with keypoints [T, V, 3], img_shape (h, w) and fps", stage=stage) from None
@@ -129,6 +131,9 @@ def read_skeleton(path: str, sample_id: str, start: float, end: float, num: int,
                           f"expected [T, {num_joints}, 3] (x, y, score)", stage=stage)
     if not np.isfinite(kp).all():
         raise UniegoError(f"skeleton file {path} (sample {sample_id}) contains NaN or Inf", stage=stage)
-    check_segment(path, sample_id, start, end, fps, kp.shape[0], stage=stage)
-    idx = frame_indices(start, end, fps, kp.shape[0], num)
-    return kp[idx].astype(np.float32), np.asarray(img_shape, np.int32), (idx / fps).astype(np.float32)
+    if start < t0 - 1e-6:
+        raise UniegoError(f"skeleton file {path} (sample {sample_id}) starts at {t0:.3f} s, after the clip's start "
+                          f"{start:.3f} s", stage=stage)
+    check_segment(path, sample_id, start - t0, end - t0, fps, kp.shape[0], stage=stage)
+    idx = frame_indices(max(start - t0, 0.0), end - t0, fps, kp.shape[0], num)
+    return kp[idx].astype(np.float32), np.asarray(img_shape, np.int32), (idx / fps + t0).astype(np.float32)

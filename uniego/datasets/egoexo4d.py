@@ -8,7 +8,9 @@ official split mapped by `options.split_map` (val -> test: the test labels are w
 Classes: the step ids with at least `min_train_count` training segments, in id order (UNIEGO's
 665-class set is not published); test segments of other steps are left out and listed in the
 data check. A take without `best_exo` (about 10 %) has no exo partner: `options.unpaired`.
-Times are seconds from the start of the frame-aligned videos.
+Times are seconds from the start of the frame-aligned videos. Exo keypoints: a folder of
+per-clip files (`options.skeletons`), which `options.body_pose` has written from the dataset's
+own body-pose annotations (uniego.datasets.ee4d_body_pose).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ DEFAULTS = {
     "min_train_count": 1,
     "unpaired": "drop",
     "skeletons": None,           # a folder of <sample_id>.npz exo keypoints (README "Skeletons")
+    "body_pose": None,           # e.g. annotations/ego_pose: write `skeletons` from Ego-Exo4D's body pose (rule body_pose)
+    "body_pose_kinds": ["annotation"],  # subfolders of <body_pose>/<split>/body/ to read, first found wins
 }
 LAYOUT = """  annotations/keystep_train.json, annotations/keystep_val.json   (options.keysteps)
   annotations/splits.json    (options.splits: take_uid_to_split)
@@ -41,6 +45,9 @@ def annotation_files(root: Path, opts: dict) -> list[Path]:
 
 
 def skeleton_source(root: Path, opts: dict) -> str | None:
+    if opts["body_pose"] and not opts["skeletons"]:
+        raise UniegoError("options.body_pose is set but options.skeletons is not: name the folder the body-pose "
+                          "keypoints are written to (relative to root, or absolute)", stage="manifest")
     return None if opts["skeletons"] is None else str(root / opts["skeletons"])
 
 

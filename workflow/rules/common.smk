@@ -2,6 +2,7 @@
 # (the result-affecting config sub-tree, passed through params so edits rerun exactly the
 # dependent jobs), code versions, input functions and target lists.
 import shlex
+from pathlib import Path
 import sys
 
 from uniego.config import canonical_json, code_version, dataset_config, dataset_names, seed_runs, stage_settings, validate_config
@@ -81,17 +82,36 @@ def dataset_root(wc):
     return dataset_config(config, wc.ds)["datasets"][wc.ds]["root"]
 
 
-def dataset_inputs(wc):
+def annotation_inputs(ds):
     """The annotation files the dataset's adapter reads (the demo: its generated folder). A
     missing file fails here, when the DAG is built, naming datasets.<ds>.root and the layout."""
     from uniego.datasets import adapter, annotation_files
-    spec = dataset_config(config, wc.ds)["datasets"][wc.ds]
+    spec = dataset_config(config, ds)["datasets"][ds]
     if getattr(adapter(spec["adapter"]), "GENERATED", False):
         return [spec["root"]]
     try:
-        return annotation_files(spec, wc.ds)
+        return annotation_files(spec, ds)
     except UniegoError as e:
         sys.exit(f"uniego: {e}")
+
+
+def body_pose_output(ds):
+    """Ego-Exo4D with options.body_pose: the keypoint folder the body_pose rule writes, or None."""
+    from uniego.datasets import skeleton_source
+    spec = dataset_config(config, ds)["datasets"][ds]
+    if spec["adapter"] != "ee4d" or not (spec.get("options") or {}).get("body_pose"):
+        return None
+    try:
+        return skeleton_source(spec, ds)
+    except UniegoError as e:
+        sys.exit(f"uniego: datasets.{ds}: {e}")
+
+
+def dataset_inputs(wc):
+    """What the data check and the manifest read: the annotation files, and the keypoint
+    folder when the body_pose rule writes it."""
+    generated = body_pose_output(wc.ds)
+    return annotation_inputs(wc.ds) + ([generated] if generated else [])
 
 
 def clip_view_inputs(wc):

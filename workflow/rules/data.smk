@@ -20,6 +20,25 @@ for _ds in dataset_names(config):
                 "--code-version {params.code:q} > {log:q} 2>&1"
 
 
+    if _d["adapter"] == "ee4d" and (_d.get("options") or {}).get("body_pose"):
+
+        rule:
+            name:
+                f"body_pose_{_ds}"
+            input:
+                lambda wc, _ds=_ds: annotation_inputs(_ds),
+                pose=str(Path(_d["root"]) / _d["options"]["body_pose"]),
+            output:
+                directory(body_pose_output(_ds)),
+            params:
+                settings=canonical_json(stage_settings(config, _ds, "manifest")),
+                code=CODE["check_data"],
+            log:
+                f"logs/{_ds}/body_pose.log",
+            shell:
+                "uniego body-pose --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1"
+
+
 rule check_data:
     input:
         dataset_inputs,
