@@ -153,3 +153,28 @@ def make_ee4d_body_pose(root: Path, *, every: int = 1) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"uid-{t:04d}.json").write_text(json.dumps(frames))
     return root
+
+
+A101_COARSE_ACTIONS = ["attach wheel", "detach wheel", "screw chassis", "attempt to screw chassis"]
+# per sequence: contiguous coarse segments [start, end) at 30 fps (the videos are 4 s at 60 fps)
+A101_COARSE = [[(6, 40, "attach wheel"), (40, 75, "screw chassis"), (75, 100, "attach wheel")],
+               [(3, 50, "attempt to screw chassis"), (50, 110, "detach wheel")]]
+
+
+def make_a101_coarse(root: Path) -> Path:
+    """Assembly101 coarse annotations for make_a101's two sequences: actions.csv, coarse_labels/
+    assembly_<seq>.txt (tab-separated, zero-padded frames), coarse_splits (train: seq 0, val: seq 1)."""
+    base = root / "coarse-annotations"
+    (base / "coarse_labels").mkdir(parents=True, exist_ok=True)
+    (base / "coarse_splits").mkdir(parents=True, exist_ok=True)
+    lines = ["action_id,verb_id,noun_id,action_cls,verb_cls,noun_cls"]
+    lines += [f"{i},{i % 2},{i},{name},{name.split()[0]},{name.split()[-1]}" for i, name in enumerate(A101_COARSE_ACTIONS)]
+    (base / "actions.csv").write_text("\n".join(lines) + "\n")
+    for s, (seq, segs) in enumerate(zip(A101_SEQS, A101_COARSE)):
+        (base / "coarse_labels" / f"assembly_{seq}.txt").write_text(
+            "".join(f"{a:09d}\t{b:09d}\t{name}\n" for a, b, name in segs))
+        split = "train" if s == 0 else "val"
+        (base / "coarse_splits" / f"{split}_coarse_assembly.txt").write_text(f"assembly_{seq}.txt\tshared\ta01\texcavator\n")
+    for split in ("train", "val"):
+        (base / "coarse_splits" / f"{split}_coarse_disassembly.txt").write_text("")
+    return root

@@ -185,12 +185,10 @@ def cmd_evaluate(args):
 
 
 def cmd_sessions(args):
-    from uniego.sessions import build_demo_sessions, write_sessions
+    from uniego.sessions import build_sessions, write_sessions
 
     s = _settings(args, "manifest")
-    if s["adapter"] != "demo":
-        raise UniegoError(f"adapter {s['adapter']!r} has no long sessions for segmentation (only: demo)", stage="sessions")
-    table, classes = build_demo_sessions(s["root"], s["dataset"])
+    table, classes = build_sessions(s, s["dataset"], args.labels)
     write_sessions(table, classes, args.out, extra={"dataset": s["dataset"], "kind": "sessions", "code_version": args.code_version})
     print(f"{args.out}: {len(table)} sessions, {int(table.n_frames.sum())} frames, {len(classes)} classes")
 
@@ -418,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sessions", help="build results/{ds}/sessions.parquet: the long videos for segmentation")
     _common(p)
+    p.add_argument("--labels", required=True, help="folder for the per-frame label files the adapter writes")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_sessions)
 

@@ -1,7 +1,9 @@
 """Long untrimmed ego videos for temporal action segmentation.
 
-`results/{ds}/sessions.parquet`: one row per video (session_id, split, video, labels: a .npy of
-one integer label per video frame, fps, n_frames, dataset); the segmentation class list travels
+`results/{ds}/sessions.parquet`: one row per session (session_id, split, video, labels: a .npy of
+one integer label per session frame, fps, n_frames, start_frame: the video frame the session
+starts at, so a session can be the annotated span of a longer video, dataset); the
+segmentation class list travels
 in its metadata like the manifest's. `results/{ds}/clips/sessions.zarr`: the sliding windows,
 decoded once for every encoder: window w of a session is centred on frame w x stride and
 samples `num_frames` frames `frame_step` apart (clamped to the video), resized like the clip
@@ -23,7 +25,7 @@ from uniego.errors import UniegoError
 from uniego.manifest import SPLITS, manifest_sha256, read_manifest, write_manifest
 from uniego.video import decode_frames, open_video, resize_crop
 
-COLUMNS = ["session_id", "split", "video", "labels", "fps", "n_frames", "dataset"]
+COLUMNS = ["session_id", "split", "video", "labels", "fps", "n_frames", "start_frame", "dataset"]
 
 
 def build_demo_sessions(root: str | Path, dataset: str) -> tuple[pd.DataFrame, list[str]]:
@@ -40,14 +42,35 @@ def build_demo_sessions(root: str | Path, dataset: str) -> tuple[pd.DataFrame, l
     if info.get("idle_label") != len(info["classes"]):
         raise UniegoError(f"{info_file}: idle_label {info.get('idle_label')} is not after the classes", stage="sessions")
     table = pd.read_csv(table_file, dtype={"session_id": str, "split": str})
-    missing = [c for c in COLUMNS if c not in table.columns and c != "dataset"]
+    missing = [c for c in COLUMNS if c not in table.columns and c not in ("dataset", "start_frame")]
     if missing:
         raise UniegoError(f"{table_file}: missing column(s) {', '.join(missing)}", stage="sessions")
     for col in ("video", "labels"):
         table[col] = [str(root / p) for p in table[col]]
     table["dataset"] = dataset
+    table["start_frame"] = 0
     validate_sessions(table, classes, source=str(table_file))
     return table[COLUMNS].reset_index(drop=True), classes
+
+
+def build_sessions(spec: dict, ds: str, labels_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """The dataset's sessions: the demo's generated ones, or those its adapter reads from
+    segment annotations (labels written to `labels_dir`)."""
+    from uniego.datasets import adapter, adapter_options, has_sessions
+
+    labels_dir = Path(labels_dir)
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    if spec["adapter"] == "demo":
+        return build_demo_sessions(spec["root"], ds)
+    mod = adapter(spec["adapter"])
+    opts = adapter_options(spec, ds)
+    if not has_sessions(spec, ds):
+        raise UniegoError(f"dataset {ds} ({spec['adapter']}) has no segmentation sessions"
+                          + (" (options.coarse is null)" if spec["adapter"] == "a101" else ""), stage="sessions")
+    table, classes = mod.build_sessions(Path(spec["root"]), opts, ds, labels_dir)
+    validate_sessions(table, classes, source=f"dataset {ds}")
+    return table[COLUMNS].reset_index(drop=True), classes
+
 
 
 def validate_sessions(table: pd.DataFrame, classes: list[str], *, source: str) -> None:
@@ -119,9 +142,10 @@ class _DecodeWindows(Dataset):
         for sid, group in part.groupby("session_id", sort=False):
             s = self.sessions[sid]
             vr, n, fps = open_video(s.video, sid, stage="sessions")
-            if n != s.n_frames:
-                raise UniegoError(f"video {s.video} (session {sid}) has {n} frames, its labels {s.n_frames}", stage="sessions")
-            idx = np.stack([window_indices(c, n, self.num, self.step) for c in group.centre])
+            if s.start_frame + s.n_frames > n:
+                raise UniegoError(f"video {s.video} (session {sid}) has {n} frames, its labels cover frames "
+                                  f"{s.start_frame}-{s.start_frame + s.n_frames - 1}", stage="sessions")
+            idx = np.stack([window_indices(c, s.n_frames, self.num, self.step) for c in group.centre]) + s.start_frame
             need = np.unique(idx)
             decoded = resize_crop(decode_frames(vr, need, s.video, sid, stage="sessions"), self.size)
             frames.append(decoded[np.searchsorted(need, idx)])

@@ -82,6 +82,30 @@ def skeleton_source(spec: dict, ds: str) -> str | None:
     return mod.skeleton_source(Path(spec["root"]), adapter_options(spec, ds))
 
 
+def has_sessions(spec: dict, ds: str) -> bool:
+    """Whether the dataset has long annotated videos for temporal action segmentation: the
+    demo, and adapters with `build_sessions` whose options enable them (Assembly101: coarse)."""
+    if spec["adapter"] == "demo":
+        return True
+    mod = adapter(spec["adapter"])
+    return hasattr(mod, "build_sessions") and bool(adapter_options(spec, ds).get("coarse"))
+
+
+def session_files(spec: dict, ds: str) -> list[str]:
+    """The annotation files the sessions are read from (the demo: its generated folder); a
+    missing one is an error naming the config key."""
+    mod = adapter(spec["adapter"])
+    if getattr(mod, "GENERATED", False):
+        return [spec["root"]]
+    files = mod.session_files(Path(spec["root"]), adapter_options(spec, ds))
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise UniegoError(f"datasets.{ds}.options.coarse: missing {', '.join(missing)} (segmentation sessions; set "
+                          f"options.coarse: null to go without). The {spec['adapter']} adapter expects:\n{mod.LAYOUT}",
+                          stage="sessions")
+    return [str(f) for f in files]
+
+
 def build(spec: dict, ds: str) -> Built:
     mod = adapter(spec["adapter"])
     root = Path(spec["root"])

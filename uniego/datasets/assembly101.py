@@ -9,12 +9,22 @@ paper's counts suggest it keeps exactly those, so `unpaired: drop` is the defaul
 check lists the dropped ones. Annotation frames are at 30 fps whatever the video's own rate
 (the raw videos are 60 fps): times become seconds as frame / annotation_fps, with end_frame
 inclusive. The official test labels are withheld, so UNIEGO's test split is the validation CSV.
+
+Segmentation sessions (`build_sessions`, options.coarse): the coarse annotations, one session
+per (assembly|disassembly, sequence) on the ego camera's video: `coarse_labels/<part>_<sequence>.txt`
+(tab-separated start_frame, end_frame, action_cls at 30 fps, contiguous segments [start, end)),
+the 202 classes of `actions.csv` in action_id order, the sequences of
+`coarse_splits/{train,val}_coarse_{assembly,disassembly}.txt` (val -> test). A session is the
+annotated span of the video; video frame v takes the label of annotation frame
+floor(v x 30 / video fps).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from uniego.datasets import Built, require_columns, rows_frame, skeleton_file
@@ -32,10 +42,19 @@ DEFAULTS = {
     "annotation_fps": 30.0,
     "unpaired": "drop",
     "skeletons": None,                                # a folder of <sample_id>.npz body keypoints (Assembly101 ships hand poses only)
+    "coarse": {                                       # segmentation sessions from the coarse annotations; null: none
+        "labels": "coarse-annotations/coarse_labels",
+        "actions": "coarse-annotations/actions.csv",
+        "splits": {"train": ["coarse-annotations/coarse_splits/train_coarse_assembly.txt",
+                             "coarse-annotations/coarse_splits/train_coarse_disassembly.txt"],
+                   "test": ["coarse-annotations/coarse_splits/val_coarse_assembly.txt",
+                            "coarse-annotations/coarse_splits/val_coarse_disassembly.txt"]},
+    },
 }
 LAYOUT = """  fine-grained-annotations/train.csv        (options.splits: split -> CSV, relative to root)
   fine-grained-annotations/validation.csv   (used as the test split: the official test labels are withheld)
-  videos/<sequence>/<camera>.mp4            (options.videos; e.g. videos/nusar-.../C10118_rgb.mp4)"""
+  videos/<sequence>/<camera>.mp4            (options.videos; e.g. videos/nusar-.../C10118_rgb.mp4)
+  coarse-annotations/{actions.csv, coarse_labels/, coarse_splits/}   (options.coarse, for segmentation)"""
 FIELDS = ("id", "video", "start_frame", "end_frame", "action_id", "verb_id", "verb_cls")
 
 
@@ -97,3 +116,86 @@ def build(root: Path, opts: dict, ds: str) -> Built:
                          "start": r.start_frame / fps, "end": (r.end_frame + 1) / fps,
                          "skeleton": skeleton_file(skeletons, sample_id)})
     return Built(rows_frame(rows), list(VERBS), unpaired=unpaired, sources=sources)
+
+
+def session_files(root: Path, opts: dict) -> list[Path]:
+    """What the segmentation sessions read (the label files are found through the split lists)."""
+    c = opts["coarse"]
+    return [root / c["actions"]] + [root / f for files in c["splits"].values() for f in files]
+
+
+def _coarse_segments(path: Path, classes: dict) -> list[tuple[int, int, int]]:
+    segs = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 3:
+            raise UniegoError(f"{path} line {i + 1}: expected start_frame<TAB>end_frame<TAB>action_cls, got {line!r}",
+                              stage="sessions")
+        name = parts[2].strip()
+        if name not in classes:
+            raise UniegoError(f"{path} line {i + 1}: action {name!r} is not in actions.csv", stage="sessions")
+        segs.append((int(parts[0]), int(parts[1]), classes[name]))
+    if not segs:
+        raise UniegoError(f"{path}: no segments", stage="sessions")
+    segs.sort()
+    for (a0, a1, _), (b0, b1, _) in zip(segs, segs[1:]):
+        if b0 != a1:
+            raise UniegoError(f"{path}: segments are not contiguous ({a0}-{a1} then {b0}-{b1})", stage="sessions")
+    return segs
+
+
+def build_sessions(root: Path, opts: dict, ds: str, labels_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """One session per coarse label file of the split lists; writes `<labels_dir>/<session>.npy`."""
+    from uniego.video import open_video
+
+    c = opts["coarse"]
+    actions_path = root / c["actions"]
+    actions = pd.read_csv(actions_path)
+    require_columns(actions, ("action_id", "action_cls"), actions_path)
+    actions = actions.sort_values("action_id")
+    if actions.action_id.tolist() != list(range(len(actions))):
+        raise UniegoError(f"{actions_path}: action_id must run 0..{len(actions) - 1}", stage="sessions")
+    names = [str(n).strip() for n in actions.action_cls]
+    index = {n: i for i, n in enumerate(names)}
+    fps = float(opts["annotation_fps"])
+    rows = []
+    for split, files in c["splits"].items():
+        for rel in files:
+            listing = root / rel
+            for i, line in enumerate(listing.read_text().splitlines()):
+                if not line.strip():
+                    continue
+                name = line.split("\t")[0].split()[0].strip()
+                label_file = root / c["labels"] / name
+                part, _, sequence = Path(name).stem.partition("_")
+                if part not in ("assembly", "disassembly") or not sequence:
+                    raise UniegoError(f"{listing} line {i + 1}: {name!r} is not <assembly|disassembly>_<sequence>.txt",
+                                      stage="sessions")
+                if not label_file.is_file():
+                    raise UniegoError(f"{listing} line {i + 1}: coarse label file {label_file} does not exist", stage="sessions")
+                segs = _coarse_segments(label_file, index)
+                folder = root / opts["videos"] / sequence
+                videos = sorted(p for p in folder.glob("*.mp4") if _camera(p.stem, opts["ego_cameras"]) is not None)
+                if not videos:
+                    raise UniegoError(f"{label_file}: no ego video ({'/'.join(opts['ego_cameras'])}*.mp4) in {folder}",
+                                      stage="sessions")
+                session_id = Path(name).stem
+                _, n, vfps = open_video(str(videos[0]), session_id, stage="sessions")
+                first, stop = segs[0][0], segs[-1][1]
+                v0, v1 = math.ceil(first * vfps / fps - 1e-9), math.ceil(stop * vfps / fps - 1e-9)
+                if v1 > n:
+                    raise UniegoError(f"{label_file}: the coarse segments end at frame {stop} @{fps:g} fps = "
+                                      f"{stop / fps:.2f} s, after the video {videos[0]} ({n} frames at {vfps:g} fps)",
+                                      stage="sessions")
+                ann = np.floor(np.arange(v0, v1) * fps / vfps + 1e-9).astype(np.int64)
+                starts = np.array([a for a, _, _ in segs])
+                labels = np.array([y for _, _, y in segs])[np.searchsorted(starts, ann, side="right") - 1]
+                out = labels_dir / f"{session_id}.npy"
+                np.save(out, labels.astype(np.int64))
+                rows.append({"session_id": session_id, "split": split, "video": str(videos[0]), "labels": str(out),
+                             "fps": vfps, "n_frames": int(v1 - v0), "start_frame": int(v0), "dataset": ds})
+    if not rows:
+        raise UniegoError(f"options.coarse.splits of dataset {ds} list no sequences", stage="sessions")
+    return pd.DataFrame(rows), names

@@ -46,7 +46,7 @@ CODE = {
                            "uniego.data", "uniego.student", "uniego.losses", "uniego.proxy", "uniego.models"),
     "report": code_version("uniego.report"),
     "analysis": code_version("uniego.analysis", "uniego.cache"),
-    "sessions": code_version("uniego.sessions", "uniego.video", "uniego.cache", "uniego.manifest"),
+    "sessions": code_version("uniego.sessions", "uniego.video", "uniego.cache", "uniego.manifest", "uniego.datasets"),
     "segmentation": code_version("uniego.segmentation", "uniego.metrics", "uniego.data", "uniego.proxy", "uniego.models",
                                  "uniego.engine", "uniego.cache"),
     "task_teacher": code_version("uniego.task_teacher", "uniego.engine", "uniego.data", "uniego.teachers",
@@ -232,8 +232,17 @@ def eval_models(ds):
 
 
 def has_sessions(ds):
-    """Datasets with long annotated videos get the segmentation benchmark (the demo; real ones: #5)."""
-    return dataset_config(config, ds)["datasets"][ds]["adapter"] == "demo"
+    """Datasets with long annotated videos get the segmentation benchmark (the demo, Assembly101's coarse labels)."""
+    from uniego.datasets import has_sessions as _has
+    return _has(dataset_config(config, ds)["datasets"][ds], ds)
+
+
+def session_inputs(wc):
+    from uniego.datasets import session_files
+    try:
+        return session_files(dataset_config(config, wc.ds)["datasets"][wc.ds], wc.ds)
+    except UniegoError as e:
+        sys.exit(f"uniego: {e}")
 
 
 def recognition_targets(ds, kind="recognition"):

@@ -4,16 +4,18 @@
 
 rule sessions:
     input:
-        dataset_root,
+        session_inputs,
     output:
-        "results/{ds}/sessions.parquet",
+        table="results/{ds}/sessions.parquet",
+        labels=directory("results/{ds}/session_labels"),
     params:
         settings=settings("manifest"),
         code=CODE["sessions"],
     log:
         "logs/{ds}/sessions.log",
     shell:
-        "uniego sessions --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1"
+        "uniego sessions --settings {params.settings:q} --labels {output.labels:q} --out {output.table:q} "
+        "--code-version {params.code:q} > {log:q} 2>&1"
 
 
 rule session_clips:
