@@ -70,14 +70,12 @@ def test_bad_coarse_annotations_name_the_file(a101, tmp_path, edit, message):
 
 
 def test_segmentation_targets_plan_for_assembly101(a101, tmp_path):
-    from tests.test_datasets import _dry_run, _workflow_copy
+    from tests.test_datasets import _dry_run, _fake_checkpoints, _workflow_copy
     from tests.test_workflow import planned_jobs
     work = _workflow_copy(tmp_path)
     overlay = tmp_path / "data.yaml"
     overlay.write_text(f"datasets:\n  a101:\n    root: {a101}\n")
-    (work / "checkpoints").mkdir()
-    for f in ("depth_anything_vitl14.pth", "TimeSformer_divST_8x32_224_K400.pyth", "stgcn_pyskl_ntu60_hrnet.pth"):
-        (work / "checkpoints" / f).write_bytes(b"weights the user downloaded")
+    _fake_checkpoints(work)
     r = _dry_run(work, "results/a101/eval/uniego/segmentation.json", overlay)
     assert r.returncode == 0, r.stderr[-3000:]
     jobs = planned_jobs(r)

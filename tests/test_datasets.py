@@ -236,6 +236,13 @@ def _workflow_copy(tmp_path):
     return work
 
 
+def _fake_checkpoints(work):
+    """The local teacher checkpoints the paper configs name (contents unread by a dry run)."""
+    (work / "checkpoints").mkdir(exist_ok=True)
+    for f in ("depth_anything_vitl14.pth", "TimeSformer_divST_8x32_224_K400.pyth", "stgcn_pyskl_ntu60_hrnet.pth"):
+        (work / "checkpoints" / f).write_bytes(b"weights the user downloaded")
+
+
 def _dry_run(work, target, *overlays):
     cmd = [sys.executable, "-m", "snakemake", target, "-n", "--cores", "4", "--resources", "gpu=4"]
     if overlays:
@@ -252,9 +259,7 @@ def test_eef_target_plans_the_full_dag_with_data_and_names_the_key_without(fixtu
     assert "annotations/subaction_level_annotations_ant13_style_v1.json" in r.stderr
     overlay = tmp_path / "data.yaml"
     overlay.write_text(f"datasets:\n  eef:\n    root: {fixtures['eef']}\n")
-    for f in ("depth_anything_vitl14.pth", "TimeSformer_divST_8x32_224_K400.pyth", "stgcn_pyskl_ntu60_hrnet.pth"):
-        (work / "checkpoints").mkdir(exist_ok=True)
-        (work / "checkpoints" / f).write_bytes(b"weights the user downloaded")
+    _fake_checkpoints(work)
     r = _dry_run(work, "results/eef/uniego.pt", overlay)
     assert r.returncode == 0, r.stderr[-3000:]
     assert planned_jobs(r) == {"check_data": 1, "manifest": 1, "clips": 3, "train_teacher": 2, "extract": 9,
@@ -270,9 +275,7 @@ def test_a101_and_ee4d_targets_plan_with_their_paper_settings(fixtures, tmp_path
     work = _workflow_copy(tmp_path)
     overlay = tmp_path / "data.yaml"
     overlay.write_text(f"datasets:\n  {ds}:\n    root: {fixtures[ds]}\n")
-    (work / "checkpoints").mkdir()
-    for f in ("depth_anything_vitl14.pth", "TimeSformer_divST_8x32_224_K400.pyth", "stgcn_pyskl_ntu60_hrnet.pth"):
-        (work / "checkpoints" / f).write_bytes(b"weights the user downloaded")
+    _fake_checkpoints(work)
     r = _dry_run(work, f"results/{ds}/eval/uniego/recognition.json", overlay)
     assert r.returncode == 0, r.stderr[-3000:]
     jobs = planned_jobs(r)

@@ -76,7 +76,7 @@ def resolve_device(compute: ComputeSettings) -> torch.device:
     if compute.device == "cuda" or (compute.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise UniegoError("compute.device is cuda but no GPU is visible", stage="extract")
-        return torch.device("cuda")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # under torchrun: this rank's GPU
     return torch.device("cpu")
 
 

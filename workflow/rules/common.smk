@@ -69,8 +69,10 @@ GPU_SLOTS = "uniego gpu-slots --gpus {resources.gpu} --ids {resources.gpu_ids} -
 
 def gpu_slot_resources():
     """resources of a GPU rule for `uniego gpu-slots` (machine settings: never rerun a job)."""
-    ids, lock_dir = config["compute"].get("gpu_ids", "auto"), config["compute"].get("gpu_lock_dir", "auto")
-    return {"gpu_ids": ",".join(map(str, ids)) if isinstance(ids, list) else "auto", "gpu_lock_dir": lock_dir}
+    def ids(wc):
+        value = dataset_config(config, wc.ds)["compute"].get("gpu_ids", "auto")
+        return ",".join(map(str, value)) if isinstance(value, list) else "auto"
+    return {"gpu_ids": ids, "gpu_lock_dir": lambda wc: dataset_config(config, wc.ds)["compute"].get("gpu_lock_dir", "auto")}
 
 
 def gpus_per_job(wc):
