@@ -53,11 +53,16 @@ def try_acquire(ids: list[int], count: int, lock_dir: Path) -> tuple[list[int], 
     """Non-blocking: `count` free slots as (device ids, lock fds), or ([], []) with nothing held.
     A job that gets only some of the slots it needs releases them all, so two multi-GPU jobs
     never deadlock holding half each."""
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    if not lock_dir.is_dir():
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        try:  # shared by every user of the machine, like /tmp
+            os.chmod(lock_dir, 0o1777)
+        except OSError:
+            pass
     got, fds = [], []
     for i in ids:
         path = lock_dir / f"gpu{i}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # flock needs no write access
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
