@@ -12,7 +12,7 @@ import torch
 
 from tests.test_level1 import SETTINGS
 from tests.test_level2 import SPD, TEACHERS, CPU, merge_settings, proxies  # noqa: F401  (module fixture)
-from uniego.gpus import try_acquire
+from uniego.gpus import SCHEDULER_JOB_VARS, try_acquire
 
 # Drop path draws its masks from each process's RNG, so with it two ranks cannot reproduce one
 # process's masks (any data-parallel training); the equivalence is shown without it.
@@ -163,10 +163,25 @@ def test_gpu_slots_stand_aside_when_a_scheduler_set_the_devices(tmp_path):
              env={"CUDA_VISIBLE_DEVICES": "3", "SLURM_JOB_ID": "77"})
     assert r.returncode == 0 and r.stdout.strip() == "3"
     assert "set by the scheduler (SLURM job 77)" in r.stderr and not (tmp_path / "locks").exists()
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES" and k not in SCHEDULER_JOB_VARS}
     r = subprocess.run([sys.executable, "-m", "uniego", "gpu-slots", "--gpus", "2", "--ids", "4,5", "--lock-dir", str(tmp_path / "locks"),
                         "--", *show], env=env, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "4,5"
     r = subprocess.run([sys.executable, "-m", "uniego", "gpu-slots", "--gpus", "3", "--ids", "4,5", "--lock-dir", str(tmp_path / "locks"),
                         "--", *show], env=env, capture_output=True, text=True)
     assert r.returncode == 2 and "asks for 3 GPUs but compute.gpu_ids has 2" in r.stderr
+
+
+def test_a_cuda_visible_devices_exported_by_hand_is_the_pool_to_share(tmp_path):
+    """`CUDA_VISIBLE_DEVICES=4,5 snakemake ...` outside a scheduler: jobs share 4 and 5, one each."""
+    env = {k: v for k, v in os.environ.items() if k not in SCHEDULER_JOB_VARS}
+    env["CUDA_VISIBLE_DEVICES"] = "4,5"
+    show = [sys.executable, "-c", "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"]
+    held, fds = try_acquire([4], 1, tmp_path / "locks")
+    assert held == [4]
+    r = subprocess.run([sys.executable, "-m", "uniego", "gpu-slots", "--gpus", "1", "--lock-dir", str(tmp_path / "locks"), "--", *show],
+                       env=env, capture_output=True, text=True)
+    for fd in fds:
+        os.close(fd)
+    assert r.returncode == 0 and r.stdout.strip() == "5", r.stderr
+    assert "sharing the GPUs of CUDA_VISIBLE_DEVICES=4,5" in r.stderr

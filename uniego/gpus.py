@@ -7,9 +7,10 @@ with CMD. The locks live in open file descriptions that CMD inherits (and its Da
 workers and torchrun processes with it), so a slot stays taken for the job's whole life and
 the kernel frees it when the last process exits, even after SIGKILL. Nothing to clean up.
 
-It stands aside when CUDA_VISIBLE_DEVICES is already set: a scheduler (SLURM `--gpus`) has
-chosen the devices. To restrict a local run to some GPUs, set `compute.gpu_ids`, not
-CUDA_VISIBLE_DEVICES. Stdlib only: it runs before every GPU job and must start instantly.
+It stands aside when a batch scheduler has chosen the devices (CUDA_VISIBLE_DEVICES set inside
+a SLURM, PBS, LSF, SGE or Flux job). A CUDA_VISIBLE_DEVICES exported by hand outside a
+scheduler (`CUDA_VISIBLE_DEVICES=2,3 snakemake ...`) is taken as the pool to share, like
+`compute.gpu_ids`. Stdlib only: it runs before every GPU job and must start instantly.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from uniego.errors import UniegoError
 def default_lock_dir() -> Path:
     """One folder per machine (not per workflow), so two workflows on one box share slots."""
     return Path(tempfile.gettempdir()) / "uniego-gpu-slots"
+
+
+SCHEDULER_JOB_VARS = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID", "FLUX_JOB_ID")
 
 
 def visible_gpus() -> list[int]:
@@ -99,13 +103,18 @@ def run_on_gpus(command: list[str], *, gpus: int, ids: str = "auto", lock_dir: s
     if not command:
         raise UniegoError("gpu-slots: give the command to run after `--`")
     env = dict(os.environ)
-    scheduler = env.get("CUDA_VISIBLE_DEVICES")
-    if scheduler is not None:
-        job = env.get("SLURM_JOB_ID")
-        print(f"uniego gpu-slots: CUDA_VISIBLE_DEVICES={scheduler} was set by the scheduler"
-              f"{f' (SLURM job {job})' if job else ''}; using it as is", file=sys.stderr, flush=True)
+    given = env.get("CUDA_VISIBLE_DEVICES")
+    job = next((f"{v}={env[v]}" for v in SCHEDULER_JOB_VARS if env.get(v)), None)
+    by_hand = given is not None and job is None and all(x.strip().isdigit() for x in given.split(",") if x.strip())
+    if given is not None and not by_hand:
+        slurm = env.get("SLURM_JOB_ID")
+        print(f"uniego gpu-slots: CUDA_VISIBLE_DEVICES={given} was set by the scheduler"
+              f"{f' (SLURM job {slurm})' if slurm else f' ({job})' if job else ''}; using it as is", file=sys.stderr, flush=True)
     else:
-        devices = parse_ids(ids)
+        if by_hand:
+            print(f"uniego gpu-slots: sharing the GPUs of CUDA_VISIBLE_DEVICES={given} (set outside a scheduler)",
+                  file=sys.stderr, flush=True)
+        devices = parse_ids(given if by_hand else ids)
         if not devices or gpus == 0:
             print("uniego gpu-slots: no GPU on this machine (compute.gpu_ids: auto found no /dev/nvidiaN); "
                   "running without a device", file=sys.stderr, flush=True)
