@@ -194,8 +194,8 @@ def test_paths_with_shell_metacharacters_are_quoted(built):
 
 def test_two_runs_from_scratch_give_identical_results(tmp_path):
     """Determinism on CPU: the whole tiny DAG to report.md, twice from scratch in two clones;
-    every metric and analysis JSON and the report are identical."""
-    import json
+    every metric and analysis JSON, the report, every training log, checkpoint and store are identical."""
+    from uniego.reproduce import compare_runs, list_outputs
     overlay = {"train": {"epochs": 1}, "merge": {"epochs": 1}, "level1": {"teachers": ["exo_skl", "ego_dino"]},
                "segmentation": {"epochs": 2}}
     runs = []
@@ -208,10 +208,13 @@ def test_two_runs_from_scratch_give_identical_results(tmp_path):
         r = snakemake(work, "results/tiny/report.md", overlays=[work / "overlay.yaml"])
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         runs.append(work / "results" / "tiny")
-    files = sorted(p.relative_to(runs[0]) for p in runs[0].glob("**/*.json")
-                   if ("eval" in p.parts or "analysis" in p.parts)
-                   and not any(part.endswith((".zarr", ".run")) for part in p.parts))   # results, not store metadata
-    assert len(files) >= 40 and sum(f.name == "segmentation.json" for f in files) == 3
-    for f in files:
-        assert json.loads((runs[0] / f).read_text()) == json.loads((runs[1] / f).read_text()), f
-    assert (runs[0] / "report.md").read_text() == (runs[1] / "report.md").read_text()
+    outputs = list_outputs(runs[0])
+    metric_json = [f for f, kind in outputs.items() if kind == "metrics" and f.suffix == ".json"
+                   and ("eval" in f.parts or "analysis" in f.parts)]
+    assert len(metric_json) >= 40 and sum(f.name == "segmentation.json" for f in metric_json) == 3
+    # every metric, log, table, figure, checkpoint and store, compared by content (uniego compare-runs)
+    c = compare_runs(runs[0], runs[1])
+    assert c.identical, "\n".join(c.differences[:40])
+    print(c.compared)
+    assert c.compared["metrics"] == sum(k == "metrics" for k in outputs.values()) >= 60
+    assert c.compared["checkpoints"] >= 20 and c.compared["stores"] >= 10, c.compared

@@ -274,6 +274,15 @@ def cmd_inspect(args):
     print(json.dumps(info, indent=2, default=str) if args.json else format_report(info))
 
 
+def cmd_compare_runs(args):
+    from uniego.reproduce import compare_runs, format_comparison
+
+    kinds = ("metrics",) if args.metrics_only else ("metrics", "checkpoints", "stores")
+    result = compare_runs(args.a, args.b, kinds=kinds, rtol=args.rtol)
+    print(format_comparison(result, args.a, args.b))
+    return 0 if result.identical else 1
+
+
 def cmd_validate_config(args):
     from uniego.config import load_yaml, validate_config
 
@@ -495,6 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command to run")
     p.set_defaults(func=cmd_gpu_slots)
 
+    p = sub.add_parser("compare-runs", help="are two runs the same? metrics, checkpoints and stores compared "
+                       "(exit 0 identical, 1 different)")
+    p.add_argument("a", help="a workflow folder (or its results/)")
+    p.add_argument("b")
+    p.add_argument("--metrics-only", action="store_true", help="only the metric, log, table and figure files")
+    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance for floats (default 0: bit for bit)")
+    p.set_defaults(func=cmd_compare_runs)
+
     p = sub.add_parser("validate-config", help="check a config.yaml against the schema")
     p.add_argument("config", nargs="?", default="config.yaml")
     p.set_defaults(func=cmd_validate_config)
@@ -507,8 +524,7 @@ def main(argv=None) -> int:
         from uniego.distributed import relaunch_under_torchrun
         relaunch_under_torchrun(args.procs, sys.argv[1:] if argv is None else argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except UniegoError as e:
         print(f"uniego {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
