@@ -215,6 +215,5 @@ def test_two_runs_from_scratch_give_identical_results(tmp_path):
     # every metric, log, table, figure, checkpoint and store, compared by content (uniego compare-runs)
     c = compare_runs(runs[0], runs[1])
     assert c.identical, "\n".join(c.differences[:40])
-    print(c.compared)
     assert c.compared["metrics"] == sum(k == "metrics" for k in outputs.values()) >= 60
     assert c.compared["checkpoints"] >= 20 and c.compared["stores"] >= 10, c.compared
