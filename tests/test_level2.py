@@ -84,6 +84,23 @@ def test_spd_records_selections(tiny_data, proxies, tmp_path):
     assert out["meta"]["method"] == "uniego" and "proj" not in out
 
 
+def test_gradient_probe_leaves_training_untouched(tiny_data, proxies, tmp_path):
+    """The conflict probe (analysis.probe_samples) only measures: SPD with and without it ends
+    with bit-identical weights and selections."""
+    _, paths, outputs = proxies
+    merged = run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "average", tmp_path / "avg.pt", merge_settings(), compute=CPU)
+    runs = {}
+    for n in (0, 3):
+        settings = {"student": SETTINGS["student"], "train": {**SETTINGS["train"], "epochs": 2}, "spd": SPD, "teachers": TEACHERS,
+                    "seed": 0, "probe_samples": n}
+        runs[n] = torch.load(run_spd(tiny_data["manifest"], tiny_data["clips"]["ego"], str(merged), outputs, tmp_path / f"p{n}.pt",
+                                     settings, compute=CPU), weights_only=True)
+    assert "grad_conflict_rate" in runs[3]["meta"]["history"][-1] and "grad_conflict_rate" not in runs[0]["meta"]["history"][-1]
+    for k, v in runs[0]["encoder"].items():
+        assert torch.equal(v, runs[3]["encoder"][k]), k
+    assert runs[0]["meta"]["selection"] == runs[3]["meta"]["selection"]
+
+
 def test_evaluation_refuses_a_model_from_another_manifest(tiny_data, proxies, tmp_path):
     from uniego.errors import UniegoError
     from uniego.evaluate import evaluate_recognition
