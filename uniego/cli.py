@@ -524,7 +524,7 @@ def main(argv=None) -> int:
         from uniego.distributed import relaunch_under_torchrun
         relaunch_under_torchrun(args.procs, sys.argv[1:] if argv is None else argv)
     try:
-        return args.func(args) or 0
+        return args.func(args) or 0   # a command returns None (success) or its exit status
     except UniegoError as e:
         print(f"uniego {args.command}: error: {e}", file=sys.stderr)
         return 2
