@@ -1,5 +1,7 @@
 # uniego: UNIEGO as an incremental DAG. Rules are thin: each calls the `uniego` CLI.
-# Usage: `snakemake --cores all` (demo), `snakemake --cores 4 --resources gpu=4 results/eef/uniego.pt`.
+# Usage: `snakemake --cores all` (demo), `snakemake results/eef/uniego.pt --cores 4 --resources gpu=4`
+# (the target first: `--resources` takes every word after it, a target included).
+# `uniego targets` lists every file target.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -31,3 +33,6 @@ rule all:
     default_target: True
     input:
         dataset_targets(config["dataset"]),
+
+
+check_targets(workflow)

@@ -11,12 +11,15 @@ import numpy as np
 
 from benchmarks.common import Result, best_of
 
-N, T, D = 4434, 8, 1024   # EgoExo-Fitness (3,522 + 912 clips), a per-frame 1024-d teacher (DINOv2-L), float16: 69 MiB
+# EgoExo-Fitness (3,522 + 912 clips), a per-frame 1024-d teacher (DINOv2-L), float16: 69 MiB
+FULL = dict(N=4434, T=8, D=1024, repeats=3)
+SMOKE = dict(N=64, T=2, D=32, repeats=1)
 
 
-def run(work: Path) -> list[Result]:
+def run(work: Path, *, smoke: bool = False) -> list[Result]:
     from uniego.cache import ArraySpec, StoreWriter, chunk_samples_for, read_array
 
+    N, T, D, repeats = (SMOKE if smoke else FULL).values()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((N, T, D)).astype(np.float16)
     ids = [f"s{i:05d}" for i in range(N)]
@@ -46,7 +49,7 @@ def run(work: Path) -> list[Result]:
 
     for f in (store_read, per_sample, contiguous):   # warm the page cache
         f()
-    t_store, t_per, t_all = best_of(store_read), best_of(per_sample), best_of(contiguous)
+    t_store, t_per, t_all = best_of(store_read, repeats), best_of(per_sample, repeats), best_of(contiguous, repeats)
     detail = (f"{N} x {T} x {D} float16: store {t_store * 1e3:.0f} ms (raw float chunks, finiteness and sample-order checks), "
               f"per-sample .npy {t_per * 1e3:.0f} ms, contiguous np.load {t_all * 1e3:.0f} ms")
     return [Result("cache read vs per-sample .npy", t_per / t_store, ">= 10x", t_per / t_store >= 10, detail),

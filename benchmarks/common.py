@@ -35,8 +35,11 @@ class Result:
     name: str
     value: float
     target: str
-    ok: bool
+    ok: bool | None   # None: not judged (a --smoke run)
     detail: str
+
+
+SMOKE_CLIPS_PER_CLASS = 3   # --smoke: the one demo dataset every benchmark shares (9 train, 27 clips)
 
 
 def demo_dataset(work: Path, *, clips_per_class: int = 4, size: int = 64, seconds: float = 1.5,

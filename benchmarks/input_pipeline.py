@@ -9,7 +9,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import Result, best_of_pair, training_setup
+from benchmarks.common import SMOKE_CLIPS_PER_CLASS, Result, best_of_pair, training_setup
+
+FULL = dict(clips_per_class=24, repeats=3)
+SMOKE = dict(clips_per_class=SMOKE_CLIPS_PER_CLASS, repeats=1)
 
 
 class _InMemory(torch.utils.data.Dataset):
@@ -23,13 +26,14 @@ class _InMemory(torch.utils.data.Dataset):
         return self.batches[i]
 
 
-def run(work: Path) -> list[Result]:
+def run(work: Path, *, smoke: bool = False) -> list[Result]:
     from uniego.config import Level1Settings
     from uniego.engine import epoch_batches, train
     from uniego.proxy import ProxyTask
     from uniego.student import ProxyModel, build_student
 
-    t = training_setup(work)
+    clips_per_class, repeats = (SMOKE if smoke else FULL).values()
+    t = training_setup(work, clips_per_class=clips_per_class)
     classes, s, ts, n = t.classes, t.student, t.train, len(t.labels)
     targets = torch.randn(n, 64, generator=torch.Generator().manual_seed(0))
     lv = Level1Settings(lambda_feat=5.0, lambda_cls=1.0, projection="teacher")
@@ -46,7 +50,7 @@ def run(work: Path) -> list[Result]:
     run_real = lambda: epoch(real, 1, "real")                     # noqa: E731  the demo config's loader worker
     run_memory = lambda: epoch(lambda b, e: memory, 0, "memory")  # noqa: E731
     run_real(), run_memory()
-    t_real, t_mem = best_of_pair(run_real, run_memory)
+    t_real, t_mem = best_of_pair(run_real, run_memory, repeats)
     steps = len(memory)
     ratio = t_mem / t_real
     detail = (f"{steps} steps of batch 8 (demo student, 64 px): real loader {steps / t_real:.2f} steps/s, "

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.common import Result, demo_dataset
+from benchmarks.common import SMOKE_CLIPS_PER_CLASS, Result, demo_dataset
+
+FULL = dict(clips_per_class=12, size=128)
+SMOKE = dict(clips_per_class=SMOKE_CLIPS_PER_CLASS, size=64)
 
 _CHILD = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
           "sys.stderr.write(r.stderr[-2000:]) if r.returncode else None; "
@@ -35,20 +38,21 @@ def _peak_rss_mb(manifest: Path, clips: Path, out: Path) -> float:
     return int(kb) / 1024
 
 
-def run(work: Path) -> list[Result]:
+def run(work: Path, *, smoke: bool = False) -> list[Result]:
     from uniego.clips import build_clip_cache
     from uniego.config import ClipSettings
 
-    d = demo_dataset(work, clips_per_class=12, size=64)
-    settings = ClipSettings(num_frames=8, size=128, sampling="uniform", stride=2, skeleton_frames=16)
+    clips_per_class, size = (SMOKE if smoke else FULL).values()
+    d = demo_dataset(work, clips_per_class=clips_per_class, size=64)
+    settings = ClipSettings(num_frames=8, size=size, sampling="uniform", stride=2, skeleton_frames=16)
     rss = {}
     for times in (1, 4):
         m = _grown(d["manifest"], work / f"manifest{times}.parquet", times)
         clips = build_clip_cache(m, "ego", work / f"ego{times}.zarr", settings, workers=2)
         rss[times] = _peak_rss_mb(m, clips, work / f"features{times}.zarr")
-    n = 12 * 9
+    n = clips_per_class * 9
     ratio = rss[4] / rss[1]
-    frames_mb = 4 * n * 8 * 128 * 128 * 3 / 2**20
-    detail = (f"{n} vs {4 * n} clips (8 x 128 x 128 frames: {frames_mb:.0f} MiB decoded at 4x): peak RSS "
+    frames_mb = 4 * n * 8 * size * size * 3 / 2**20
+    detail = (f"{n} vs {4 * n} clips (8 x {size} x {size} frames: {frames_mb:.0f} MiB decoded at 4x): peak RSS "
               f"{rss[1]:.0f} MiB vs {rss[4]:.0f} MiB")
     return [Result("extraction peak RSS, dataset x4", ratio, "< 1.2x", ratio < 1.2, detail)]

@@ -11,15 +11,17 @@ import torch.nn.functional as F
 
 from benchmarks.common import Result, best_of_pair
 
-R, B, T, SIZE = 9, 8, 8, 64   # 9 proxies; the demo's student and batch
+FULL = dict(R=9, B=8, T=8, SIZE=64, repeats=5)   # 9 proxies; the demo's student and batch
+SMOKE = dict(R=2, B=2, T=4, SIZE=32, repeats=1)
 
 
-def run(work: Path) -> list[Result]:
+def run(work: Path, *, smoke: bool = False) -> list[Result]:
     from uniego.config import StudentSettings
     from uniego.level2 import MergeTask
     from uniego.merge import MergeWeights, stack_states
     from uniego.student import build_student
 
+    R, B, T, SIZE, repeats = (SMOKE if smoke else FULL).values()
     s = StudentSettings(arch="timesformer_test", init="random", input_size=SIZE, train_jitter=(SIZE, SIZE + 16), patch_size=8)
     states = [build_student(s, 9, num_frames=T, seed=i).state_dict() for i in range(R)]
     stacked = stack_states(states)
@@ -40,7 +42,7 @@ def run(work: Path) -> list[Result]:
 
     for f in (merged_step, plain_step):
         f()
-    t_merge, t_plain = best_of_pair(merged_step, plain_step, 5)
+    t_merge, t_plain = best_of_pair(merged_step, plain_step, repeats)
     ratio = t_merge / t_plain
     detail = (f"timesformer_test {SIZE} px x {T} frames, batch {B}, {R} proxies: merged {t_merge * 1e3:.0f} ms, "
               f"plain {t_plain * 1e3:.0f} ms per step")

@@ -9,6 +9,7 @@ import json
 import sys
 
 from uniego.errors import UniegoError
+from uniego.targets import BASELINES, STRATEGIES, VIEWS
 
 
 def _settings(args, stage: str, **kw) -> dict:
@@ -268,7 +269,15 @@ def cmd_gpu_slots(args):
 
 
 def cmd_inspect(args):
+    from pathlib import Path
+
     from uniego.inspect_store import describe, format_report
+
+    path = Path(args.store)
+    if path.is_file():
+        raise UniegoError(f"{path} is a file, not a Zarr store (a folder such as results/demo/features/exo_dino.zarr). "
+                          "Checkpoints (.pt) open with torch.load(path, weights_only=True); `uniego targets` lists the "
+                          "stores a run makes", stage="inspect")
 
     info = describe(args.store)
     print(json.dumps(info, indent=2, default=str) if args.json else format_report(info))
@@ -283,11 +292,35 @@ def cmd_compare_runs(args):
     return 0 if result.identical else 1
 
 
-def cmd_validate_config(args):
-    from uniego.config import load_yaml, validate_config
+def _load_configs(paths) -> dict:
+    """config.yaml plus overlays, merged key by key as `snakemake --configfile` merges them."""
+    from uniego.config import load_yaml, merge_overlay
 
-    validate_config(load_yaml(args.config))
-    print(f"{args.config}: valid")
+    config = load_yaml(paths[0])
+    for overlay in paths[1:]:
+        config = merge_overlay(config, load_yaml(overlay))
+    return config
+
+
+def cmd_validate_config(args):
+    from uniego.config import validate_config
+
+    validate_config(_load_configs(args.config))
+    print(" + ".join(args.config) + ": valid")
+
+
+def cmd_targets(args):
+    from uniego.config import dataset_names, validate_config
+    from uniego.targets import list_targets
+
+    config = validate_config(_load_configs(args.config))
+    known = dataset_names(config)
+    if args.dataset and args.dataset not in known:
+        raise UniegoError(f"--dataset {args.dataset}: the config has {', '.join(known)}", stage="targets")
+    rows = list_targets(config, [args.dataset] if args.dataset else None)
+    width = max(len(p) for p, _ in rows)
+    for path, what in rows:
+        print(f"{path:<{width}}  {what}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -331,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("clips", help="decode a view of every clip into a Zarr clip cache")
     _common(p)
     p.add_argument("--manifest", required=True)
-    p.add_argument("--view", required=True, choices=["ego", "exo", "skeleton"])
+    p.add_argument("--view", required=True, choices=VIEWS)
     p.add_argument("--out", required=True)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--temporal-views", type=int, default=0,
@@ -381,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("merge", help="Level II: merge the proxies into one initialisation (eq. 2)")
     _common(p)
-    p.add_argument("--strategy", required=True, choices=["model", "layer", "parameter", "average", "best"])
+    p.add_argument("--strategy", required=True, choices=STRATEGIES)
     p.add_argument("--manifest", required=True)
     p.add_argument("--clips", required=True)
     p.add_argument("--proxies", nargs="+", required=True, metavar="TEACHER=PROXY.pt")
@@ -403,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("baseline", help="train a baseline: ego (CE only) or naive_mtd (all teachers at once)")
     _common(p)
-    p.add_argument("--name", required=True, choices=["ego", "naive_mtd"])
+    p.add_argument("--name", required=True, choices=BASELINES)
     p.add_argument("--manifest", required=True)
     p.add_argument("--clips", required=True)
     p.add_argument("--features", nargs="*", default=[], metavar="TEACHER=STORE")
@@ -487,9 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("inspect", help="shape, chunks, compression, provenance and statistics of a store")
-    p.add_argument("store")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("inspect", help="shape, chunks, compression, provenance and statistics of a store",
+                       description="Describe a Zarr store the pipeline wrote (features/*.zarr, clips/*.zarr, "
+                       "proxies/*.outputs.zarr): whether it is complete, its provenance (teacher, weights, manifest "
+                       "hash, code version), every array's shape, chunks and compression, and feature statistics "
+                       "(NaN/Inf counts, norms). Example: uniego inspect results/demo/features/exo_skl.zarr")
+    p.add_argument("store", help="the store's folder, e.g. results/demo/features/exo_skl.zarr")
+    p.add_argument("--json", action="store_true", help="print the description as JSON (for scripts)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("body-pose", help="Ego-Exo4D: per-clip exo keypoint files from the dataset's body-pose annotations")
@@ -512,9 +549,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance for floats (default 0: bit for bit)")
     p.set_defaults(func=cmd_compare_runs)
 
-    p = sub.add_parser("validate-config", help="check a config.yaml against the schema")
-    p.add_argument("config", nargs="?", default="config.yaml")
+    p = sub.add_parser("validate-config", help="check a config.yaml (plus overlays) against the schema",
+                       description="Check a config against workflow/schemas/config.schema.yaml and the cross-checks "
+                       "(presets, architectures, adapter options), as Snakemake does when it builds the DAG. Every "
+                       "problem is listed with its key path; exit 0 valid, 2 invalid. Overlays are merged key by key, "
+                       "as `snakemake --configfile OVERLAY` merges them. Example: uniego validate-config config.yaml "
+                       "tests/configs/tiny.yaml")
+    p.add_argument("config", nargs="*", default=["config.yaml"], help="config.yaml, then overlays (default: config.yaml)")
     p.set_defaults(func=cmd_validate_config)
+
+    p = sub.add_parser("targets", help="list the file targets `snakemake TARGET` can build",
+                       description="Every file target of the workflow for a config (plus overlays), one per line with "
+                       "what it is. Example: uniego targets --dataset demo")
+    p.add_argument("config", nargs="*", default=["config.yaml"], help="config.yaml, then overlays (default: config.yaml)")
+    p.add_argument("--dataset", help="only this dataset (default: every dataset, seed repeats included)")
+    p.set_defaults(func=cmd_targets)
     return ap
 
 
@@ -528,3 +577,6 @@ def main(argv=None) -> int:
     except UniegoError as e:
         print(f"uniego {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:   # `uniego targets | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0

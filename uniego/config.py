@@ -62,6 +62,38 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     return config
 
 
+def coerce_command_line_values(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Type nested `snakemake --config` values in place, e.g. `--config spd='{k: 2}'`.
+
+    Snakemake reads a nested --config value with YAML's BaseLoader, so every number and
+    boolean inside it arrives as a string ('2'). Where the schema refuses such a string but
+    accepts what YAML reads from it (2), the value is replaced; anything else is left for
+    `validate_config` to report. Returns the config so it can be chained.
+    """
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(load_yaml(schema_path))
+    for _ in range(1000):   # one value per pass: fixing one can reveal errors below it
+        for err in validator.iter_errors(config):
+            if not (isinstance(err.instance, str) and err.absolute_path):
+                continue
+            try:
+                value = yaml.safe_load(err.instance)
+                fits = not isinstance(value, str) and validator.evolve(schema=err.schema).is_valid(value)
+            except (yaml.YAMLError, jsonschema.exceptions.RefResolutionError, LookupError):
+                continue
+            if fits:
+                *parents, last = err.absolute_path
+                node = config
+                for key in parents:
+                    node = node[key]
+                node[last] = value
+                break
+        else:
+            return config
+    return config
+
+
 def _cross_checks(config: dict) -> list[str]:
     from uniego.teachers.registry import ARCHS, TEACHERS
 
@@ -96,6 +128,11 @@ def _cross_checks(config: dict) -> list[str]:
             elif t.get("patch_size") is not None and arch.family != "timesformer":
                 problems.append(f"{where}.patch_size: only TimeSformer teachers take a patch size")
     return problems
+
+
+def merge_overlay(base: dict, over: dict) -> dict:
+    """`over` merged into a copy of `base` key by key (how `snakemake --configfile` merges overlays)."""
+    return _merge(base, over)
 
 
 def _merge(base: dict, over: dict) -> dict:

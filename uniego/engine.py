@@ -178,6 +178,7 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
             if rank == 0:
                 with open(log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
+                print(f"[{desc}] " + _epoch_line(record, settings.epochs), file=sys.stderr, flush=True)
                 tmp = ckpt_path.with_suffix(".pt.partial")
                 torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "rng": torch.get_rng_state(), "fingerprint": fp}, tmp)
@@ -186,6 +187,13 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
             if kill_after and epoch + 1 >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
     distributed.finish()
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    """One log line per epoch, numbers rounded (metrics.jsonl keeps them exact)."""
+    scalars = (f"{k} {v:.4g}" for k, v in record.items()
+               if k not in ("epoch", "steps") and isinstance(v, (int, float)) and not isinstance(v, bool))
+    return f"epoch {record['epoch']}/{epochs}  " + "  ".join(scalars)
 
 
 def epoch_history(run_dir: str | Path, drop=("selected_per_proxy", "selected_per_class")) -> list[dict]:

@@ -180,7 +180,8 @@ def train_task_teacher(manifest: str, clip_stores: dict[str, str], out: str, set
             "val_top1": None if val is None else topk_accuracy(val, labels["val"], 1),
             "final_metrics": json.loads(log[-1]) if log else None, "code_version": code_version,
             "uniego_version": __version__}
-    print(f"[train_teacher] {ts.key}: val top-1 {meta['val_top1']}", flush=True)
+    top1 = "not measured (no val clips)" if meta["val_top1"] is None else f"{meta['val_top1']:.2f} %"
+    print(f"[train_teacher] {ts.key}: val top-1 {top1}", flush=True)
     model.cpu()
     atomic_torch_save({"state_dict": teacher.model.state_dict(), "head": model.head.state_dict(),
                   "meta": json.loads(json.dumps(meta, default=list))}, out)

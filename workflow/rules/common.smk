@@ -5,20 +5,15 @@ import shlex
 from pathlib import Path
 import sys
 
-from uniego.config import canonical_json, code_version, dataset_config, dataset_names, seed_runs, stage_settings, validate_config
+from uniego.config import canonical_json, code_version, coerce_command_line_values, dataset_config, dataset_names, seed_runs, stage_settings, validate_config
 from uniego.errors import UniegoError
+from uniego.targets import BASELINES, STRATEGIES, VIEWS, unknown_target_message
 from uniego.teachers.registry import TEACHERS, get_teacher
 
 try:
-    validate_config(config)
+    validate_config(coerce_command_line_values(config))   # --config spd='{k: 2}': '2' -> 2
 except UniegoError as _e:
     sys.exit(f"uniego: {_e}")
-
-VIEWS = ["ego", "exo", "skeleton"]
-
-
-STRATEGIES = ["model", "layer", "parameter", "average", "best"]
-BASELINES = ["ego", "naive_mtd"]
 
 
 wildcard_constraints:
@@ -37,7 +32,7 @@ def settings(stage, **kw):
 
 
 CODE = {
-    "demo_data": code_version("uniego.demo"),
+    "demo_data": code_version("uniego.demo", "uniego.video"),
     "manifest": code_version("uniego.manifest", "uniego.datasets"),
     "check_data": code_version("uniego.check_data", "uniego.manifest", "uniego.datasets", "uniego.video"),
     "clips": code_version("uniego.clips", "uniego.video", "uniego.cache"),
@@ -58,8 +53,14 @@ CODE = {
 
 
 def compute_setting(key):
-    """resources function: a `compute` value (throughput only; resources never trigger reruns)."""
+    """resources/threads function: a `compute` value (throughput only; never triggers a rerun)."""
     return lambda wc: dataset_config(config, wc.ds)["compute"][key]
+
+
+def loader_workers(wc, threads):
+    """resources function: DataLoader workers of a job (compute.workers; `auto`: the job's threads)."""
+    w = dataset_config(config, wc.ds)["compute"]["workers"]
+    return threads if w == "auto" else w
 
 
 # Every GPU rule runs its command through `uniego gpu-slots`, which gives the job its own
@@ -276,3 +277,25 @@ def dataset_targets(ds):
             + [f"results/{ds}/clips/{v}.zarr" for v in VIEWS]
             + [f"results/{ds}/features/{t}.zarr" for t in TEACHERS]
             + [f"results/{ds}/report.md"])
+
+
+def requested_targets():
+    """The targets on Snakemake's command line. The Snakefile is read before Snakemake stores
+    them, so they are parsed again here, with Snakemake's own parser."""
+    if Path(sys.argv[0]).name not in ("snakemake", "__main__.py"):
+        return []
+    try:
+        from snakemake.cli import get_argument_parser
+        return list(get_argument_parser().parse_known_args(sys.argv[1:])[0].targets or [])
+    except (Exception, SystemExit):   # an odd command line: leave it to Snakemake
+        return []
+
+
+def check_targets(workflow):
+    """A mistyped file target gets the closest real ones (Snakemake alone says only
+    MissingRuleException). Called by the Snakefile once every rule is defined."""
+    names = {r.name for r in workflow.rules}
+    for target in requested_targets():
+        if target in names or Path(target).exists() or any(r.is_producer(target) for r in workflow.rules):
+            continue
+        sys.exit(unknown_target_message(target, config))

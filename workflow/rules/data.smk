@@ -12,12 +12,12 @@ for _ds in dataset_names(config):
             params:
                 settings=canonical_json(stage_settings(config, _ds, "demo_data")),
                 code=CODE["demo_data"],
-            threads: 2
+            threads: dataset_config(config, _ds)["compute"]["threads"]
             log:
                 f"logs/{_ds}/demo_data.log",
             shell:
                 "uniego demo-data --settings {params.settings:q} --out {output:q} --workers {threads} "
-                "--code-version {params.code:q} > {log:q} 2>&1"
+                "--code-version {params.code:q} 2>&1 | tee {log:q}"   # progress on the terminal: it takes minutes
 
 
     if _d["adapter"] == "ee4d" and (_d.get("options") or {}).get("body_pose"):
@@ -50,7 +50,8 @@ rule check_data:
     log:
         "logs/{ds}/check_data.log",
     shell:
-        "uniego check-data --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1"
+        "uniego check-data --settings {params.settings:q} --out {output:q} --code-version {params.code:q} "
+        "2>&1 | tee {log:q}"   # the summary and any warning on the terminal, before anything trains
 
 
 rule manifest:
@@ -76,7 +77,7 @@ rule clips:
     params:
         settings=settings("clips", view="view"),
         code=CODE["clips"],
-    threads: 2
+    threads: compute_setting("threads")
     log:
         "logs/{ds}/clips/{view}.log",
     benchmark:
@@ -96,7 +97,7 @@ rule test_views:
         code=CODE["clips"],
     wildcard_constraints:
         views=r"\d+",
-    threads: 2
+    threads: compute_setting("threads")
     log:
         "logs/{ds}/clips/ego.views{views}.log",
     shell:

@@ -12,8 +12,9 @@ rule recognition:
     params:
         settings=settings("evaluate"),
         code=CODE["evaluate"],
-    threads: 2
+    threads: compute_setting("threads")
     resources:
+        workers=loader_workers,
         gpu=1,
         **gpu_slot_resources(),
         batch_size=compute_setting("batch_size"),
@@ -24,7 +25,7 @@ rule recognition:
     shell:
         GPU_SLOTS + "uniego evaluate --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
         "--model {input.model:q} --name {wildcards.model} --out {output.recognition:q} "
-        "--retrieval-out {output.retrieval:q} --workers {threads} "
+        "--retrieval-out {output.retrieval:q} --workers {resources.workers} "
         "--batch-size {resources.batch_size} --device {resources.device} --precision {resources.precision} > {log:q} 2>&1"
 
 

@@ -11,8 +11,9 @@ rule train_proxy:
     params:
         settings=settings("train_proxy", teacher="teacher"),
         code=CODE["level1"],
-    threads: 2
+    threads: compute_setting("threads")
     resources:
+        workers=loader_workers,
         gpu=gpus_per_job,
         **gpu_slot_resources(),
         device=compute_setting("device"),
@@ -23,7 +24,7 @@ rule train_proxy:
         "benchmarks/rules/{ds}/train_proxy/{teacher}.tsv"
     shell:
         GPU_SLOTS + "uniego train-proxy --settings {params.settings:q} --teacher {wildcards.teacher} --manifest {input.manifest:q} "
-        "--clips {input.clips:q} --features {input.features:q} --out {output:q} --workers {threads} "
+        "--clips {input.clips:q} --features {input.features:q} --out {output:q} --workers {resources.workers} "
         "--procs {resources.gpu} --device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
 
 
@@ -37,8 +38,9 @@ rule proxy_outputs:
     params:
         settings=settings("proxy_outputs"),
         code=CODE["level1"],
-    threads: 2
+    threads: compute_setting("threads")
     resources:
+        workers=loader_workers,
         gpu=1,
         **gpu_slot_resources(),
         batch_size=compute_setting("batch_size"),
@@ -48,5 +50,5 @@ rule proxy_outputs:
         "logs/{ds}/proxy_outputs/{teacher}.log",
     shell:
         GPU_SLOTS + "uniego proxy-outputs --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
-        "--proxy {input.proxy:q} --out {output:q} --workers {threads} --batch-size {resources.batch_size} "
+        "--proxy {input.proxy:q} --out {output:q} --workers {resources.workers} --batch-size {resources.batch_size} "
         "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"

@@ -12,8 +12,9 @@ rule merge:
         settings=settings("merge"),
         code=CODE["level2"],
         proxies=lambda wc, input: pairs(wc, input, "proxy"),
-    threads: 2
+    threads: compute_setting("threads")
     resources:
+        workers=loader_workers,
         gpu=gpus_per_job,
         **gpu_slot_resources(),
         batch_size=compute_setting("batch_size"),
@@ -23,7 +24,7 @@ rule merge:
         "logs/{ds}/merge/{strategy}.log",
     shell:
         GPU_SLOTS + "uniego merge --settings {params.settings:q} --strategy {wildcards.strategy} --manifest {input.manifest:q} "
-        "--clips {input.clips:q} --proxies {params.proxies} --out {output:q} --workers {threads} "
+        "--clips {input.clips:q} --proxies {params.proxies} --out {output:q} --workers {resources.workers} "
         "--batch-size {resources.batch_size} --procs {resources.gpu} --device {resources.device} --precision {resources.precision} "
         "--code-version {params.code:q} > {log:q} 2>&1"
 
@@ -40,8 +41,9 @@ rule spd:
         settings=settings("spd"),
         code=CODE["level2"],
         outputs=lambda wc, input: pairs(wc, input, "outputs"),
-    threads: 2
+    threads: compute_setting("threads")
     resources:
+        workers=loader_workers,
         gpu=gpus_per_job,
         **gpu_slot_resources(),
         device=compute_setting("device"),
@@ -52,7 +54,7 @@ rule spd:
         "benchmarks/rules/{ds}/spd.tsv"
     shell:
         GPU_SLOTS + "uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
-        "--init {input.init:q} --outputs {params.outputs} --out {output:q} --workers {threads} "
+        "--init {input.init:q} --outputs {params.outputs} --out {output:q} --workers {resources.workers} "
         "--procs {resources.gpu} --device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
 
 
@@ -67,8 +69,9 @@ rule baseline:
         settings=settings("baseline"),
         code=CODE["level2"],
         features=lambda wc, input: pairs(wc, input, "features"),
-    threads: 2
+    threads: compute_setting("threads")
     resources:
+        workers=loader_workers,
         gpu=gpus_per_job,
         **gpu_slot_resources(),
         device=compute_setting("device"),
@@ -77,7 +80,7 @@ rule baseline:
         "logs/{ds}/baselines/{baseline}.log",
     shell:
         GPU_SLOTS + "uniego baseline --settings {params.settings:q} --name {wildcards.baseline} --manifest {input.manifest:q} "
-        "--clips {input.clips:q} --features {params.features} --out {output:q} --workers {threads} "
+        "--clips {input.clips:q} --features {params.features} --out {output:q} --workers {resources.workers} "
         "--procs {resources.gpu} --device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
 
 
@@ -94,8 +97,9 @@ rule spd_ablation:
         settings=settings("spd", ablation="ablation"),
         code=CODE["level2"],
         outputs=lambda wc, input: pairs(wc, input, "outputs"),
-    threads: 2
+    threads: compute_setting("threads")
     resources:
+        workers=loader_workers,
         gpu=gpus_per_job,
         **gpu_slot_resources(),
         device=compute_setting("device"),
@@ -104,5 +108,5 @@ rule spd_ablation:
         "logs/{ds}/ablations/{ablation}.log",
     shell:
         GPU_SLOTS + "uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
-        "--init {input.init:q} --outputs {params.outputs} --out {output:q} --workers {threads} "
+        "--init {input.init:q} --outputs {params.outputs} --out {output:q} --workers {resources.workers} "
         "--procs {resources.gpu} --device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"

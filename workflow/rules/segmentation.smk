@@ -26,7 +26,7 @@ rule session_clips:
     params:
         settings=settings("session_clips"),
         code=CODE["sessions"],
-    threads: 2
+    threads: compute_setting("threads")
     log:
         "logs/{ds}/clips/sessions.log",
     shell:
@@ -44,8 +44,9 @@ rule dense_features:
     params:
         settings=settings("evaluate"),
         code=CODE["segmentation"],
-    threads: 2
+    threads: compute_setting("threads")
     resources:
+        workers=loader_workers,
         gpu=1,
         **gpu_slot_resources(),
         batch_size=compute_setting("batch_size"),
@@ -55,7 +56,7 @@ rule dense_features:
         "logs/{ds}/eval/{model}/dense_features.log",
     shell:
         GPU_SLOTS + "uniego dense-features --settings {params.settings:q} --sessions {input.sessions:q} --windows {input.windows:q} "
-        "--model {input.model:q} --out {output:q} --workers {threads} --batch-size {resources.batch_size} "
+        "--model {input.model:q} --out {output:q} --workers {resources.workers} --batch-size {resources.batch_size} "
         "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
 
 
@@ -69,7 +70,7 @@ rule segmentation:
     params:
         settings=settings("segment"),
         code=CODE["segmentation"],
-    threads: 2
+    threads: compute_setting("threads")
     resources:
         gpu=1,
         **gpu_slot_resources(),

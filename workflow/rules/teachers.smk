@@ -13,8 +13,9 @@ rule train_teacher:
         settings=settings("train_teacher", teacher="teacher"),
         code=CODE["task_teacher"],
         clips=clip_args,
-    threads: 2
+    threads: compute_setting("threads")
     resources:
+        workers=loader_workers,
         gpu=1,
         **gpu_slot_resources(),
         batch_size=compute_setting("batch_size"),
@@ -26,7 +27,7 @@ rule train_teacher:
         "benchmarks/rules/{ds}/train_teacher/{teacher}.tsv"
     shell:
         GPU_SLOTS + "uniego train-teacher --settings {params.settings:q} --manifest {input.manifest:q} --teacher {wildcards.teacher} "
-        "--clips {params.clips} --out {output:q} --workers {threads} --batch-size {resources.batch_size} "
+        "--clips {params.clips} --out {output:q} --workers {resources.workers} --batch-size {resources.batch_size} "
         "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
 
 
@@ -43,8 +44,9 @@ rule extract:
         code=CODE["extract"],
         clips=clip_args,
         task=task_teacher_arg,
-    threads: 2
+    threads: compute_setting("threads")
     resources:
+        workers=loader_workers,
         gpu=1,
         **gpu_slot_resources(),
         batch_size=compute_setting("batch_size"),
@@ -56,6 +58,6 @@ rule extract:
         "benchmarks/rules/{ds}/extract/{teacher}.tsv"
     shell:
         GPU_SLOTS + "uniego extract --settings {params.settings:q} --manifest {input.manifest:q} --teacher {wildcards.teacher} "
-        "--clips {params.clips} {params.task} --out {output:q} --workers {threads} --batch-size {resources.batch_size} "
+        "--clips {params.clips} {params.task} --out {output:q} --workers {resources.workers} --batch-size {resources.batch_size} "
         "--device {resources.device} --precision {resources.precision} "
         "--code-version {params.code:q} > {log:q} 2>&1"

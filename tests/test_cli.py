@@ -1,0 +1,91 @@
+"""The command line's rough edges: config overlays and nested --config values, the target
+list and mistyped targets, inspect on a non-store, help texts, rounded log lines."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+from tests.conftest import REPO
+from uniego.cli import main
+from uniego.config import coerce_command_line_values, load_yaml, validate_config
+
+
+def test_nested_command_line_values_are_typed_by_the_schema():
+    config = load_yaml(REPO / "config.yaml")
+    config["spd"] = {**config["spd"], "k": "2"}                      # --config spd='{k: 2}'
+    config["train"] = {**config["train"], "lr_steps": ["0", "3"]}     # --config train='{lr_steps: [0, 3]}'
+    config["compute"] = {**config["compute"], "workers": "0", "device": "cpu"}
+    config["datasets"]["demo"]["root"] = "2024"                       # a string value stays a string
+    validate_config(coerce_command_line_values(config))
+    assert config["datasets"]["demo"]["root"] == "2024"
+    assert config["spd"]["k"] == 2 and config["train"]["lr_steps"] == [0, 3] and config["compute"]["workers"] == 0
+    config["spd"]["k"] = "two"
+    coerce_command_line_values(config)
+    assert config["spd"]["k"] == "two"   # left for validate_config to report
+
+
+def test_validate_config_takes_overlays_and_names_the_bad_key(tmp_path, capsys):
+    assert main(["validate-config", str(REPO / "config.yaml"), str(REPO / "tests/configs/tiny.yaml")]) == 0
+    assert "tiny.yaml: valid" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spd:\n  k: two\n")
+    assert main(["validate-config", str(REPO / "config.yaml"), str(bad)]) == 2
+    assert "spd.k: 'two' is not of type 'integer'" in capsys.readouterr().err
+
+
+def test_targets_lists_every_file_target_of_a_dataset(capsys):
+    assert main(["targets", str(REPO / "config.yaml"), "--dataset", "demo"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    paths = [line.split()[0] for line in lines]
+    assert "results/demo/uniego.pt" in paths and "results/demo/report.md" in paths
+    assert "results/demo/features/exo_skl.zarr" in paths and "results/demo/teachers/exo_skl.pt" in paths
+    assert "results/demo/eval/ablation_k2/recognition.json" in paths
+    assert not any("teachers/ego_dino.pt" in p for p in paths)   # frozen teachers are not trained
+    assert all(p.startswith("results/demo/") for p in paths)
+    assert main(["targets", str(REPO / "config.yaml"), "--dataset", "nope"]) == 2
+
+
+def test_a_mistyped_target_gets_the_closest_real_ones(tmp_path):
+    for item in ("Snakefile", "config.yaml", "workflow"):
+        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, tmp_path / item)
+    r = subprocess.run([sys.executable, "-m", "snakemake", "results/demo/uniego.pth", "-n"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "no rule makes 'results/demo/uniego.pth'. Did you mean results/demo/uniego.pt" in r.stderr
+    assert "uniego targets" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_inspect_on_a_file_is_one_named_error(tmp_path, capsys):
+    checkpoint = tmp_path / "uniego.pt"
+    checkpoint.write_bytes(b"not a store")
+    assert main(["inspect", str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert f"{checkpoint} is a file, not a Zarr store" in err and "Traceback" not in err
+
+
+def test_help_texts_explain_the_commands(capsys):
+    for command, words in (("inspect", "provenance"), ("validate-config", "overlays"), ("targets", "file target")):
+        try:
+            main([command, "--help"])
+        except SystemExit as e:
+            assert e.code == 0
+        assert words in capsys.readouterr().out
+
+
+def test_log_lines_round_numbers():
+    from uniego.engine import _epoch_line
+
+    line = _epoch_line({"epoch": 2, "lr": 0.005, "steps": 7, "loss": 2.302585092994046, "top1": 11.111111640930176,
+                        "selected_per_proxy": [1, 2]}, 5)
+    assert line == "epoch 2/5  lr 0.005  loss 2.303  top1 11.11"
+
+
+def test_demo_generation_reports_progress(capsys):
+    from uniego.demo.generate import _with_progress
+
+    assert _with_progress(iter(range(25)), 25, "clips") == list(range(25))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "uniego demo-data: 2/25 clips rendered" and lines[-1] == "uniego demo-data: 25/25 clips rendered"
+    assert len(lines) == 13

@@ -1,0 +1,138 @@
+"""Every command the README shows works as written.
+
+The commands come from the README itself: its bash code blocks, the quick-start table and the
+inline `snakemake ...` spans. Each is checked the cheapest way that still runs it:
+- `snakemake ...`: exactly as written plus `-n` (a dry run), in a copy of the workflow where
+  the paper datasets' roots hold small fixtures in their official formats;
+- `uniego ...`: its words parsed by the real CLI parser, then `validate-config` and `targets`
+  run for real, the others with `--help`;
+- `pytest`: the command `.ci/run` runs, so CI and the README cannot drift;
+- installs: the files they name exist (CI itself runs the install).
+A README edit that breaks a command fails here.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests import official_formats as F
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def _code_block_commands() -> list[str]:
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def _quick_start_commands() -> list[str]:
+    table = README.split("## Quick start", 1)[1].split("\n\n", 2)[1]
+    rows = [line for line in table.splitlines() if line.startswith("|")][2:]
+    return [re.search(r"`([^`]+)`", row.split("|")[2]).group(1) for row in rows]
+
+
+def _inline_snakemake_commands() -> list[str]:
+    return [" ".join(c.split()) for c in re.findall(r"`(snakemake [^`]+)`", README)]
+
+
+def readme_commands() -> list[str]:
+    """Every shell command the README shows, `&&` chains split, in order, without repeats."""
+    seen = []
+    for chain in _code_block_commands() + _quick_start_commands() + _inline_snakemake_commands():
+        for command in (c.strip() for c in chain.split("&&")):
+            if command not in seen:
+                seen.append(command)
+    return seen
+
+
+COMMANDS = readme_commands()
+
+
+def test_the_readme_shows_the_commands_we_expect_to_check():
+    programs = {shlex.split(c)[0] for c in COMMANDS}
+    assert {"snakemake", "uniego", "pytest", "pip"} <= programs
+    assert programs <= {"snakemake", "uniego", "pytest", "pip", "conda", "python"}, programs
+    assert sum(c.startswith("snakemake") for c in COMMANDS) >= 8
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory):
+    """A copy of the workflow with the paper datasets' fixtures where config.yaml expects them."""
+    work = tmp_path_factory.mktemp("readme")
+    for item in ("Snakefile", "config.yaml", "workflow", "tests/configs"):
+        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, work / item)
+    F.make_eef(work / "data/EgoExo-Fitness")
+    F.make_a101(work / "data/Assembly101")
+    F.make_ee4d(work / "data/EgoExo4D")
+    (work / "checkpoints").mkdir()
+    for f in ("depth_anything_vitl14.pth", "TimeSformer_divST_8x32_224_K400.pyth", "stgcn_pyskl_ntu60_hrnet.pth"):
+        (work / "checkpoints" / f).write_bytes(b"weights the user downloaded (a dry run does not read them)")
+    return work
+
+
+def _run(args, cwd):
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith("snakemake")])
+def test_snakemake_command_plans(command, workflow):
+    args = shlex.split(command)
+    if "--report" in args:   # a report of a finished run: Snakemake plans nothing for it; check the target plans
+        i = args.index("--report")
+        args = args[:i] + args[i + 2:]
+    r = _run([sys.executable, "-m", *args, "-n"], workflow)
+    assert r.returncode == 0, f"{command} -n failed:\n{(r.stdout + r.stderr)[-3000:]}"
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith("uniego")])
+def test_uniego_command_parses_and_runs(command, workflow):
+    from uniego.cli import build_parser
+
+    args = shlex.split(command)[1:]
+    build_parser().parse_args(args)   # an unknown option or a missing argument exits here
+    runnable = args[0] in ("validate-config", "targets")
+    r = _run([sys.executable, "-m", "uniego", *(args if runnable else [args[0], "--help"])], workflow)
+    assert r.returncode == 0, f"{command}:\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
+    assert r.stdout.strip()
+
+
+def test_ci_runs_the_readme_install_and_test_commands():
+    tests = [c for c in COMMANDS if c.split()[0] == "pytest"]
+    assert tests == ["pytest"]
+    ci = [line.strip() for line in (REPO / ".ci/run").read_text().splitlines()]
+    assert ci[-1] == "pytest", ".ci/run must end by running the README's test command, exactly"
+    install = COMMANDS[0]
+    assert install.startswith("pip install -r requirements/lock.txt")
+    assert any(line.startswith(install) for line in ci), f".ci/run does not run the README's install: {install}"
+    assert ".ci/check-lock requirements/lock.txt" in ci
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c.split()[0] in ("pip", "conda", "python")])
+def test_install_and_python_commands_name_real_files(command):
+    for word in shlex.split(command):
+        if word.endswith((".yaml", ".txt", ".toml")) or word.startswith(".["):
+            path = REPO / ("pyproject.toml" if word.startswith(".[") else word)
+            assert path.exists(), f"{command}: {word} is not in the repository"
+    if command.startswith("pip install -e"):
+        extras = re.search(r"\.\[(\w+)\]", command).group(1)
+        assert f"\n{extras} = [" in (REPO / "pyproject.toml").read_text()
+
+
+def test_inline_uniego_commands_exist():
+    from uniego.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    named = set(re.findall(r"`uniego ([a-z][a-z-]+)", README))
+    assert named - set(sub.choices) == set(), "the README names uniego commands the CLI lacks"
