@@ -88,3 +88,34 @@ def test_manifest_from_demo(tiny_data):
                                    "start", "end", "skeleton", "dataset"]
     assert (table.end > table.start).all() and table.sample_id.is_unique
     assert [classes[i] for i in table.label] == list(table.class_name)
+
+
+def test_digests_record_the_decoded_frames_and_the_data_check_names_a_changed_clip(tmp_path, tiny_data):
+    import shutil
+
+    from uniego.check_data import check_data, summary
+    from uniego.demo.generate import write_video
+    from uniego.video import DIGESTS, decode_frames, decoded_digest, open_video
+
+    root = shutil.copytree(tiny_data["root"], tmp_path / "demo")
+    digests = pd.read_csv(root / DIGESTS, dtype=str)
+    table = pd.read_csv(root / "annotations.csv")
+    assert set(digests.video) == set(table.ego_video) | set(table.exo_video) | set(pd.read_csv(root / "sessions.csv").video)
+    assert all(len(d) == 16 for d in digests.frames_sha256)
+    spec = {"adapter": "demo", "root": str(root)}
+    report = check_data(spec, "tiny", tmp_path / "check.json", skeletons=True)
+    assert report["changed_videos"] == [] and "WARNING" not in summary(report)
+
+    # one frame of one rendered clip changes: the digest changes and the data check names that clip
+    video = table.exo_video[4]
+    vr, n, fps = open_video(str(root / video), "x", stage="test")
+    frames = decode_frames(vr, np.arange(n), str(root / video), "x", stage="test")
+    before = decoded_digest(str(root / video), "x", stage="test")
+    frames[n // 2, 10:30, 10:30] = 255 - frames[n // 2, 10:30, 10:30]
+    write_video(root / video, frames, int(round(fps)))
+    assert decoded_digest(str(root / video), "x", stage="test") != before
+    report = check_data(spec, "tiny", tmp_path / "check.json", skeletons=True)
+    assert len(report["changed_videos"]) == 1 and report["changed_videos"][0].startswith(f"{video}: frames ")
+    assert f"recorded {before}" in report["changed_videos"][0]
+    text = summary(report)
+    assert "WARNING: 1 video(s) decode to other frames than when they were rendered" in text and video in text

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from uniego import __version__
+from uniego.provenance import environment
 from uniego.errors import UniegoError
 
 FORMAT = "uniego-store"
@@ -97,7 +98,7 @@ class StoreWriter:
         self.arrays = arrays
         self.chunk = int(chunk_samples or chunk_samples_for(arrays, self.n))
         attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "uniego_version": __version__,
-                 "chunk_samples": self.chunk, **attrs}
+                 "chunk_samples": self.chunk, "environment": environment(), **attrs}
         self.fp = fingerprint(attrs)
         if self.staging.exists() and self._resumable():
             self.group = zarr.open_group(str(self.staging), mode="r+")

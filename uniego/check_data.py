@@ -30,6 +30,28 @@ def _probe(path: str) -> tuple[int, float] | str:
     return n, fps
 
 
+def changed_videos(root: str | Path) -> list[str]:
+    """Videos whose decoded frames differ from the digests recorded when they were made
+    (`<root>/digests.csv`, written by `uniego demo-data`), each named with both digests.
+    A different PyAV/libx264 or decord build, or an edited file, shows up here."""
+    import pandas as pd
+
+    from uniego.video import DIGESTS, decoded_digest
+
+    root = Path(root)
+    if not (root / DIGESTS).is_file():
+        return []
+    changed = []
+    for r in pd.read_csv(root / DIGESTS, dtype=str).itertuples(index=False):
+        try:
+            now = decoded_digest(str(root / r.video), Path(r.video).stem, stage="check-data")
+        except UniegoError as e:
+            now = f"unreadable ({e})"
+        if now != r.frames_sha256:
+            changed.append(f"{r.video}: frames {now}, recorded {r.frames_sha256}")
+    return changed
+
+
 def check_data(spec: dict, ds: str, out: str | Path, *, skeletons: bool = False) -> dict:
     """The report dict; raises UniegoError (after writing `<out>.failed.json`) on any problem.
     `skeletons`: the configured teachers read skeletons, so every clip needs a readable file."""
@@ -61,7 +83,8 @@ def check_data(spec: dict, ds: str, out: str | Path, *, skeletons: bool = False)
               "clips": int(len(t)), "classes": len(built.classes),
               "per_split": {s: int(n) for s, n in t.split.value_counts().sort_index().items()},
               "per_split_class": counts, "videos": len(videos),
-              "unpaired": built.unpaired, "dropped": built.dropped, "problems": problems}
+              "unpaired": built.unpaired, "dropped": built.dropped, "problems": problems,
+              "changed_videos": changed_videos(spec["root"])}
     out = Path(out)
     failed = out.with_name(out.name + ".failed.json")
     if problems:
@@ -77,6 +100,12 @@ def check_data(spec: dict, ds: str, out: str | Path, *, skeletons: bool = False)
 def summary(report: dict) -> str:
     lines = [f"{report['dataset']}: {report['clips']} clips, {report['classes']} classes, {report['videos']} videos; "
              + ", ".join(f"{s} {n}" for s, n in report["per_split"].items())]
+    if report.get("changed_videos"):
+        changed = report["changed_videos"]
+        lines.append(f"WARNING: {len(changed)} video(s) decode to other frames than when they were rendered "
+                     f"(digests.csv): results will differ from runs made with the recorded data. A different "
+                     f"PyAV/libx264 or decord build does this (install requirements/lock.txt), or an edited file:")
+        lines += [f"  {c}" for c in changed[:20]] + ([f"  ... and {len(changed) - 20} more"] if len(changed) > 20 else [])
     if report["unpaired"]:
         lines.append(f"{len(report['unpaired'])} ego clip(s) without an exo partner left out:")
         lines += [f"  {u}" for u in report["unpaired"][:20]] + (["  ..."] if len(report["unpaired"]) > 20 else [])

@@ -32,12 +32,17 @@ def _identity(x):
 
 @contextmanager
 def cpu_threads_beside(workers: int, device: torch.device):
-    """On CPU, leave one core per DataLoader worker: the model's intra-op threads and the
-    workers otherwise oversubscribe the cores and both slow down (2 cores, 1 worker: 21 % more
-    proxy-training steps/s with 1 model thread than with 2; benchmarks/input_pipeline.py)."""
+    """On CPU, the model's intra-op threads are the job's threads (Snakemake's `threads`, which it
+    exports as OMP_NUM_THREADS) minus its DataLoader workers, at least 1: the two otherwise
+    oversubscribe the cores (2 cores, 1 worker: 21 % more proxy-training steps/s with 1 model
+    thread than with 2; benchmarks/input_pipeline.py).
+
+    The count comes from the job's settings only, never from the machine's core count: the
+    thread count changes the order of float sums, so a count taken from `os.cpu_count()` trained
+    other weights on an 8-CPU than on a 2-CPU machine (docs/reproducing.md)."""
     before = torch.get_num_threads()
     if device.type == "cpu" and workers > 0:
-        torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - workers)))
+        torch.set_num_threads(max(1, before - workers))
     try:
         yield
     finally:

@@ -29,11 +29,15 @@ def atomic_write_json(path: str | Path, obj) -> Path:
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
+    """torch.save, atomically; a checkpoint's `meta` gains `environment` (uniego.provenance)."""
     import torch
 
     path = Path(path)
     if _other_rank():
         return path
+    if isinstance(obj, dict) and isinstance(obj.get("meta"), dict):   # every checkpoint says what made it
+        from uniego.provenance import environment
+        obj = {**obj, "meta": {**obj["meta"], "environment": environment()}}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     torch.save(obj, tmp)

@@ -206,4 +206,7 @@ def write_report(dataset: str, recognition: list[str], out: str, *, retrieval: l
         text += conflict_section(conflict, out_dir)
     if notes:
         text += [notes, ""]
+    from uniego.provenance import environment, markdown
+    text += ["## Environment", "", "Package versions and machine of the job that wrote this report "
+             "(each checkpoint and store records its own under `environment`):", "", *markdown(environment()), ""]
     return atomic_write_text(out, "\n".join(text))

@@ -170,6 +170,8 @@ def _diff_checkpoint(a: Path, b: Path, rtol: float) -> list[str]:
         if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
             return [f"{where}: {type(x).__name__} != {type(y).__name__}"]
         if isinstance(x, dict) and isinstance(y, dict):
+            if where.endswith("meta"):   # where a checkpoint was made is not part of its result
+                x, y = ({k: v for k, v in d.items() if k != "environment"} for d in (x, y))
             out = [f"{_key(where, k)}: only in {'A' if k in x else 'B'}" for k in sorted(set(x) ^ set(y), key=str)]
             return out + [d for k in x if k in y for d in walk(x[k], y[k], _key(where, k))]
         if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)) and len(x) == len(y):
@@ -186,7 +188,7 @@ def _diff_store(a: Path, b: Path, rtol: float) -> list[str]:
     zarr = _zarr()
     ga = zarr.open_group(str(a), mode="r", use_consolidated=False)
     gb = zarr.open_group(str(b), mode="r", use_consolidated=False)
-    strip = lambda g: {k: v for k, v in g.attrs.items() if k not in VOLATILE_ATTRS}  # noqa: E731
+    strip = lambda g: {k: v for k, v in g.attrs.items() if k not in VOLATILE_ATTRS + ("environment",)}  # noqa: E731
     out = diff_values(strip(ga), strip(gb), "attrs", rtol=rtol)
     names_a, names_b = set(ga.array_keys()), set(gb.array_keys())
     out += [f"array {n}: only in {'A' if n in names_a else 'B'}" for n in sorted(names_a ^ names_b)]

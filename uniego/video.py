@@ -78,6 +78,21 @@ def decode_frames(vr, idx: np.ndarray, path: str, sample_id: str, *, stage: str)
     return frames
 
 
+DIGESTS = "digests.csv"   # in a dataset root: video (root-relative), frames_sha256 (decoded_digest)
+
+
+def decoded_digest(path: str, sample_id: str, *, stage: str) -> str:
+    """sha256 (16 hex) of every decoded frame of a video, as the pipeline decodes it: what
+    a different encoder or decoder build changes, even when the file looks the same."""
+    import hashlib
+
+    vr, n, _ = open_video(path, sample_id, stage=stage)
+    frames = decode_frames(vr, np.arange(n), path, sample_id, stage=stage)
+    h = hashlib.sha256(str(frames.shape).encode())
+    h.update(np.ascontiguousarray(frames).tobytes())
+    return h.hexdigest()[:16]
+
+
 def read_frames(path: str, sample_id: str, start: float, end: float, num: int, *, sampling: str = "uniform",
                 stride: int = 1, stage: str = "clips", view: int = 0, views: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Decode the clip's frames: (uint8 [num, H, W, 3], times in seconds [num]).

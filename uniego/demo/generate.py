@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import pandas as pd
 from uniego.config import DemoPreset
 from uniego.demo.body import CLASSES, IDLE, REST, Body, blend, facing, joints, pose_params
 from uniego.demo.render import Scene, background, ego_camera, exo_camera, render
+from uniego.video import DIGESTS, decoded_digest
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 
@@ -105,10 +107,13 @@ def make_clip(args) -> dict:
     sid = f"demo_{index:05d}"
     write_video(root / "videos" / "ego" / f"{sid}.mp4", ego, preset.fps)
     write_video(root / "videos" / "exo" / f"{sid}.mp4", exo, preset.fps)
+    digests = {f"videos/{v}/{sid}.mp4": decoded_digest(str(root / "videos" / v / f"{sid}.mp4"), sid, stage="demo-data")
+               for v in ("ego", "exo")}
     (root / "skeletons").mkdir(parents=True, exist_ok=True)
     np.savez(root / "skeletons" / f"{sid}.npz", keypoints=skel, img_shape=np.array(hw), fps=np.array(preset.fps))
     return dict(sample_id=sid, participant=pid, class_name=class_name, ego_video=f"videos/ego/{sid}.mp4", exo_video=f"videos/exo/{sid}.mp4",
-                start=round(float(bounds[1]), 4), end=round(float(bounds[2]), 4), skeleton=f"skeletons/{sid}.npz")
+                start=round(float(bounds[1]), 4), end=round(float(bounds[2]), 4), skeleton=f"skeletons/{sid}.npz",
+                digests=digests)
 
 
 def make_session(args) -> dict:
@@ -123,10 +128,12 @@ def make_session(args) -> dict:
     ego, *_ = _film(params, body, scene, preset.size, preset.fps, rng, exo=False)
     sid = f"session_{index:03d}"
     write_video(root / "sessions" / f"{sid}.mp4", ego, preset.fps)
+    digest = decoded_digest(str(root / "sessions" / f"{sid}.mp4"), sid, stage="demo-data")
     names = CLASSES + [IDLE]
     np.save(root / "sessions" / f"{sid}.labels.npy", np.array([names.index(x) for x in labels], np.int16))
     return dict(session_id=sid, video=f"sessions/{sid}.mp4", labels=f"sessions/{sid}.labels.npy",
-                n_frames=len(labels), fps=preset.fps, split="train" if index % 3 else "test")
+                n_frames=len(labels), fps=preset.fps, split="train" if index % 3 else "test",
+                digests={f"sessions/{sid}.mp4": digest})
 
 
 def assign_splits(class_names: list[str], rng: np.random.Generator) -> list[str]:
@@ -141,6 +148,27 @@ def assign_splits(class_names: list[str], rng: np.random.Generator) -> list[str]
     return splits
 
 
+def write_digests(root: Path, digests: list[dict]) -> Path:
+    """digests.csv: every video's decoded-frame digest at render time, and what rendered it.
+    `uniego check-data` decodes the videos again and names any whose frames changed."""
+    from uniego.provenance import environment
+
+    rows = [{"video": video, "frames_sha256": digest} for d in digests for video, digest in d.items()]
+    pd.DataFrame(rows).to_csv(root / DIGESTS, index=False)
+    (root / "rendered_with.json").write_text(json.dumps(environment(), indent=2) + "\n")
+    return root / DIGESTS
+
+
+def _with_progress(results, total: int, what: str) -> list:
+    """Collect `results`, printing a plain line every ~10 % (the rule shows it on the terminal)."""
+    out, step = [], max(1, total // 10)
+    for r in results:
+        out.append(r)
+        if len(out) % step == 0 or len(out) == total:
+            print(f"uniego demo-data: {len(out)}/{total} {what} rendered", file=sys.stderr, flush=True)
+    return out
+
+
 def generate(root: str | Path, preset: DemoPreset, *, seed: int, workers: int = 1, code_version: str = "") -> Path:
     """Write the demo dataset under `root` (staged in `root.partial`, then moved)."""
     root = Path(root)
@@ -150,11 +178,10 @@ def generate(root: str | Path, preset: DemoPreset, *, seed: int, workers: int = 
     class_names = [c for c in CLASSES for _ in range(preset.clips_per_class)]
     jobs = [(stage, i, c, preset, seed) for i, c in enumerate(class_names)]
     sjobs = [(stage, i, preset, seed) for i in range(preset.sessions)]
-    from tqdm import tqdm
-
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        rows = list(tqdm(pool.map(make_clip, jobs, chunksize=4), total=len(jobs), desc="demo clips", leave=False))
-        sessions = list(pool.map(make_session, sjobs))
+        rows = _with_progress(pool.map(make_clip, jobs, chunksize=4), len(jobs), "clips")
+        sessions = _with_progress(pool.map(make_session, sjobs), len(sjobs), "sessions")
+    write_digests(stage, [r.pop("digests") for r in rows + sessions])
     table = pd.DataFrame(rows)
     table.insert(1, "split", assign_splits(class_names, np.random.default_rng([seed, 3])))
     table.to_csv(stage / "annotations.csv", index=False)
