@@ -33,18 +33,39 @@ from uniego.video import DIGESTS, decoded_digest
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 
 
+def rgb_to_yuv420(frame: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] RGB -> the yuv420p planes stacked as [H * 3 / 2, W] (BT.601 limited range,
+    chroma averaged over 2x2 pixels). Done here rather than by PyAV: its swscale conversion is
+    not repeatable (the same frames now and then gave other videos; docs/reproducing.md)."""
+    h, w = frame.shape[:2]
+    if h % 2 or w % 2:
+        raise ValueError(f"yuv420p needs an even frame size, got {w}x{h}")
+    x = frame.astype(np.float32)
+    y = 16 + (65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255
+    c = x.reshape(h // 2, 2, w // 2, 2, 3).mean((1, 3))
+    u = 128 + (-37.797 * c[..., 0] - 74.203 * c[..., 1] + 112.0 * c[..., 2]) / 255
+    v = 128 + (112.0 * c[..., 0] - 93.786 * c[..., 1] - 18.214 * c[..., 2]) / 255
+    planes = [np.clip(np.round(p), 0, 255).astype(np.uint8).ravel() for p in (y, u, v)]
+    return np.concatenate(planes).reshape(h * 3 // 2, w)
+
+
+# No B-frames (frame-exact seeking), one thread, and no MB-tree rate control: with it, libx264
+# now and then wrote another bitstream for the very same planes (docs/reproducing.md).
+X264 = {"crf": "18", "bf": "0", "g": "16", "threads": "1", "x264-params": "mbtree=0"}
+
+
 def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
-    """uint8 [T, H, W, 3] -> H.264 mp4, no B-frames (frame-exact seeking), single-threaded
-    (bit-identical output for identical input)."""
+    """uint8 [T, H, W, 3] -> H.264 mp4 from YUV planes made in numpy (`X264`): bit-identical
+    output for identical input."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "18", "bf": "0", "g": "16", "threads": "1"})
+        stream = container.add_stream("libx264", rate=fps, options=X264)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         stream.thread_count = 1
         for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420(f), format="yuv420p")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -159,13 +180,13 @@ def write_digests(root: Path, digests: list[dict]) -> Path:
     return root / DIGESTS
 
 
-def _with_progress(results, total: int, what: str) -> list:
+def _with_progress(results, total: int, what: str, *, prefix: str = "uniego demo-data") -> list:
     """Collect `results`, printing a plain line every ~10 % (the rule shows it on the terminal)."""
     out, step = [], max(1, total // 10)
     for r in results:
         out.append(r)
         if len(out) % step == 0 or len(out) == total:
-            print(f"uniego demo-data: {len(out)}/{total} {what} rendered", file=sys.stderr, flush=True)
+            print(f"{prefix}: {len(out)}/{total} {what} rendered", file=sys.stderr, flush=True)
     return out
 
 

@@ -13,6 +13,10 @@ import dataclasses
 import numpy as np
 
 BONES = [(5, 7), (7, 9), (6, 8), (8, 10), (11, 13), (13, 15), (12, 14), (14, 16)]
+PARTS = ["background", "torso", "upper_arm", "forearm", "hand", "thigh", "shin", "foot", "head"]
+BONE_PARTS = {5: "upper_arm", 6: "upper_arm", 7: "forearm", 8: "forearm", 11: "thigh", 12: "thigh",
+              13: "shin", 14: "shin"}   # a bone's part, by its first joint
+FAR = 50.0   # depth (m) where a ray hits neither floor nor wall
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +75,9 @@ class Scene:
                      rng.uniform(20, 200, 3), np.array([224, 172, 140]) * rng.uniform(0.6, 1.1))
 
 
-def background(cam: Camera, scene: Scene) -> np.ndarray:
-    """Floor (y = 0, checker) and back wall (z = wall_z, vertical stripes), [H, W, 3] float."""
+def background(cam: Camera, scene: Scene, *, depth: bool = False):
+    """Floor (y = 0, checker) and back wall (z = wall_z, vertical stripes), [H, W, 3] float;
+    with depth=True also the depth along the camera's axis [H, W] (FAR where nothing is hit)."""
     rays = cam.rays()
     img = np.empty(rays.shape, np.float32)
     # wall: ray hits plane z = wall_z
@@ -91,11 +96,16 @@ def background(cam: Camera, scene: Scene) -> np.ndarray:
     floor = scene.floor_a * (1 - checker) + scene.floor_b * checker
     fog = np.exp(-0.08 * np.where(hit_floor, tf * np.linalg.norm(rays, axis=-1), 0))[..., None]
     img = np.where(hit_floor[..., None], floor * fog + scene.wall * 0.6 * (1 - fog), img)
-    return img.astype(np.float32)
+    if not depth:
+        return img.astype(np.float32)
+    # rays have unit length along `forward`, so the ray parameter is the depth
+    z = np.where(hit_floor, tf, np.where(np.isfinite(tw), tw, FAR))
+    return img.astype(np.float32), np.minimum(z, FAR).astype(np.float32)
 
 
-def _capsule(img, zbuf, p0, p1, z0, z1, r0, r1, color):
-    """Draw a 2-D capsule from p0 to p1 (radii r0, r1 px, depths z0, z1) with depth test."""
+def _capsule(img, zbuf, p0, p1, z0, z1, r0, r1, color, ids=None, part=0):
+    """Draw a 2-D capsule from p0 to p1 (radii r0, r1 px, depths z0, z1) with depth test; `ids`
+    (optional, [H, W]) gets `part` where the capsule is drawn."""
     H, W = zbuf.shape
     rmax = max(r0, r1)
     x0, x1 = int(max(0, np.floor(min(p0[0], p1[0]) - rmax))), int(min(W, np.ceil(max(p0[0], p1[0]) + rmax) + 1))
@@ -114,33 +124,41 @@ def _capsule(img, zbuf, p0, p1, z0, z1, r0, r1, color):
     patch = img[y0:y1, x0:x1]
     patch[inside] = (color[None] * shade[inside][:, None])
     zbuf[y0:y1, x0:x1][inside] = z[inside]
+    if ids is not None:
+        ids[y0:y1, x0:x1][inside] = part
 
 
-def draw_actor(img: np.ndarray, cam: Camera, J: np.ndarray, height: float, scene: Scene, *, ego: bool) -> None:
-    """Draw the actor's limbs, torso, hands, feet (and head unless ego) into img in place."""
-    zbuf = np.full(img.shape[:2], np.inf, np.float32)
+def draw_actor(img: np.ndarray, cam: Camera, J: np.ndarray, height: float, scene: Scene, *, ego: bool,
+               zbuf: np.ndarray | None = None, ids: np.ndarray | None = None) -> None:
+    """Draw the actor's limbs, torso, hands, feet (and head unless ego) into img in place.
+    Optional [H, W] outputs: `zbuf` (inf-filled) gets the actor's depth, `ids` its PARTS index."""
+    zbuf = np.full(img.shape[:2], np.inf, np.float32) if zbuf is None else zbuf
     near = 0.08
     mid_hip, mid_sh = (J[11] + J[12]) / 2, (J[5] + J[6]) / 2
     face = np.cross(J[5] - J[6], [0.0, 1.0, 0.0])
     face = face / (np.linalg.norm(face) + 1e-9)
     toe = lambda a: J[a] + 0.09 * height * face - [0, 0.02 * height, 0]  # noqa: E731
-    parts = [(mid_hip, mid_sh, 0.085, 0.095, scene.shirt), (J[11], J[5], 0.05, 0.05, scene.shirt),
-             (J[12], J[6], 0.05, 0.05, scene.shirt), (J[5], J[6], 0.05, 0.05, scene.shirt)]
+    torso = PARTS.index("torso")
+    parts = [(mid_hip, mid_sh, 0.085, 0.095, scene.shirt, torso), (J[11], J[5], 0.05, 0.05, scene.shirt, torso),
+             (J[12], J[6], 0.05, 0.05, scene.shirt, torso), (J[5], J[6], 0.05, 0.05, scene.shirt, torso)]
     for a, b in BONES:
         upper_arm = a in (5, 6)
         color = scene.shirt * 0.85 if upper_arm else (scene.skin if a in (7, 8) else scene.pants)
-        parts.append((J[a], J[b], 0.035 if a in (5, 6, 7, 8) else 0.05, 0.03 if a in (5, 6, 7, 8) else 0.04, color))
-    parts += [(J[15], toe(15), 0.03, 0.03, scene.pants * 0.5), (J[16], toe(16), 0.03, 0.03, scene.pants * 0.5),
-              (J[9], J[9], 0.045, 0.045, scene.skin), (J[10], J[10], 0.045, 0.045, scene.skin)]
+        parts.append((J[a], J[b], 0.035 if a in (5, 6, 7, 8) else 0.05, 0.03 if a in (5, 6, 7, 8) else 0.04, color,
+                      PARTS.index(BONE_PARTS[a])))
+    parts += [(J[15], toe(15), 0.03, 0.03, scene.pants * 0.5, PARTS.index("foot")),
+              (J[16], toe(16), 0.03, 0.03, scene.pants * 0.5, PARTS.index("foot")),
+              (J[9], J[9], 0.045, 0.045, scene.skin, PARTS.index("hand")),
+              (J[10], J[10], 0.045, 0.045, scene.skin, PARTS.index("hand"))]
     if not ego:
         head = (J[3] + J[4]) / 2
-        parts.append((head, head, 0.11, 0.11, scene.skin))
-    for a, b, ra, rb, color in parts:
+        parts.append((head, head, 0.11, 0.11, scene.skin, PARTS.index("head")))
+    for a, b, ra, rb, color, part in parts:
         (p, z) = cam.project(np.stack([a, b]))
         if z.min() < near:
             continue
         _capsule(img, zbuf, p[0], p[1], z[0], z[1], ra * height * cam.focal / z[0],
-                 rb * height * cam.focal / z[1], np.asarray(color, np.float32))
+                 rb * height * cam.focal / z[1], np.asarray(color, np.float32), ids, part)
 
 
 def exo_camera(width: int, height: int, rng: np.random.Generator) -> Camera:
@@ -165,3 +183,14 @@ def render(cam: Camera, J: np.ndarray, height: float, scene: Scene, *, ego: bool
     img = (background(cam, scene) if bg is None else bg).copy()
     draw_actor(img, cam, J, height, scene, ego=ego)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def render_dense(cam: Camera, J: np.ndarray, height: float, scene: Scene, *, ego: bool,
+                 bg: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`render`'s frame (the same pixels) plus what the renderer knows for free: depth along the
+    camera axis [H, W] float32 (metres, FAR for the sky) and the body-part index [H, W] uint8
+    (PARTS; 0 = background). `bg`: `background(cam, scene, depth=True)`, when the camera is fixed."""
+    image, depth = background(cam, scene, depth=True) if bg is None else bg
+    img, zbuf, ids = image.copy(), np.full(image.shape[:2], np.inf, np.float32), np.zeros(image.shape[:2], np.uint8)
+    draw_actor(img, cam, J, height, scene, ego=ego, zbuf=zbuf, ids=ids)
+    return np.clip(img, 0, 255).astype(np.uint8), np.where(ids > 0, zbuf, depth).astype(np.float32), ids
