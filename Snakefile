@@ -15,6 +15,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/teachers.smk"
 include: "workflow/rules/level1.smk"
 include: "workflow/rules/level2.smk"

@@ -86,3 +86,25 @@ def test_gradient_conflict_on_a_toy_task():
     assert r["grad_cosine_mean"] == pytest.approx((1 - 1 - 1) / 3)   # over the three with both gradients
     assert r["grad_probe_distilled"] == pytest.approx(3 / 4)
     assert Toy.model.weight.grad is None                              # nothing accumulated into .grad
+
+
+def test_linear_probe_reads_what_the_features_hold():
+    from uniego.analysis import linear_probe
+
+    rng = np.random.default_rng(0)
+    def split(n, informative):
+        y = rng.integers(0, 4, n)
+        x = rng.normal(size=(n, 8))
+        if informative:
+            x[:, :4] += 3 * np.eye(4)[y]      # the class is linearly readable
+        return x, y
+    data = [a for n in (200, 60, 80) for a in split(n, True)]
+    r = linear_probe(*data, 4)
+    assert r["top1"] > 90 and r["val_top1"] > 90 and len(r["per_class"]) == 4 and min(r["per_class"]) > 80
+    assert r["weight_decay"] in (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    noise = [a for n in (200, 60, 400) for a in split(n, False)]
+    assert abs(linear_probe(*noise, 4)["top1"] - 25) < 10    # nothing to read: chance
+    assert linear_probe(*data, 4) == r                        # deterministic
+    # no val split: the middle weight decay, no val score
+    empty = linear_probe(data[0], data[1], data[2][:0], data[3][:0], data[4], data[5], 4)
+    assert empty["weight_decay"] == 1e-2 and empty["val_top1"] is None and empty["top1"] > 90

@@ -45,6 +45,10 @@ def test_targets_lists_every_file_target_of_a_dataset(capsys):
     assert not any("teachers/ego_dino.pt" in p for p in paths)   # frozen teachers are not trained
     assert all(p.startswith("results/demo/") for p in paths)
     assert main(["targets", str(REPO / "config.yaml"), "--dataset", "nope"]) == 2
+    # without --dataset: every dataset, and the demo's pretraining (shared by all of them)
+    assert main(["targets", str(REPO / "config.yaml")]) == 0
+    paths = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert {"data/corpus_demo", "results/pretrain/demo/dinov2_test.pth", "results/pretrain/demo/student.pt"} <= set(paths)
 
 
 def test_a_mistyped_target_gets_the_closest_real_ones(tmp_path):

@@ -1,5 +1,6 @@
 """The DAG end to end on the tiny demo, as a user runs it from a fresh clone."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -7,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 import yaml
 
@@ -217,3 +219,15 @@ def test_two_runs_from_scratch_give_identical_results(tmp_path):
     assert c.identical, "\n".join(c.differences[:40])
     assert c.compared["metrics"] == sum(k == "metrics" for k in outputs.values()) >= 60
     assert c.compared["checkpoints"] >= 20 and c.compared["stores"] >= 10, c.compared
+    # every teacher's linear probe is in the report (issue 18), the stand-ins' training named
+    probes = json.loads((runs[0] / "analysis" / "probes.json").read_text())
+    assert list(probes["teachers"]) == overlay["level1"]["teachers"] and probes["samples"]["test"] > 0
+    assert all(0 <= p["top1"] <= 100 for p in probes["teachers"].values())
+    report = (runs[0] / "report.md").read_text()
+    assert "## What the teachers know: linear probes" in report
+    assert "| ego_dino | ego | DINO self-distillation" in report and "| exo_skl | exo | the task's train split |" in report
+    # the pretraining ran once for both clones' seeds, from the same corpus: identical checkpoints
+    for t in ("dinov2_test.pth", "student.pt"):
+        a, b = (torch.load(r.parent.parent / "results" / "pretrain" / "tiny" / t, weights_only=True) for r in runs)
+        a, b = (x["encoder"] if "encoder" in x else x for x in (a, b))
+        assert all(torch.equal(a[k], b[k]) for k in a), t

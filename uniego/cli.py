@@ -246,7 +246,7 @@ def cmd_report(args):
 
     write_report(args.dataset or "dataset", args.recognition, args.out, retrieval=args.retrieval or [],
                  segmentation=args.segmentation or [], cka=args.cka, selection=args.selection,
-                 conflict=args.conflict, ablations=args.ablations or [])
+                 conflict=args.conflict, ablations=args.ablations or [], probes=args.probes or [])
 
 
 def _compute_args(p):
@@ -332,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="dataset root to write (staged, then moved)")
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_demo_data)
+
+    from uniego.stages import analysis, pretrain
+    pretrain.add_commands(sub, _common)
+    analysis.add_commands(sub, _common)
 
     p = sub.add_parser("manifest", help="build and validate results/{ds}/manifest.parquet")
     _common(p)
@@ -517,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selection", help="analysis/selection.json (its .png is linked)")
     p.add_argument("--conflict", help="analysis/conflict.json (its .png is linked)")
     p.add_argument("--ablations", nargs="*", help="recognition.json of the SPD ablations (main seed)")
+    p.add_argument("--probes", nargs="*", help="analysis/probes.json files (FILE or SEED=FILE), the teachers' linear probes")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 

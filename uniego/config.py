@@ -127,7 +127,47 @@ def _cross_checks(config: dict) -> list[str]:
                 problems.append(f"{where}: weights import:<folder> brings finished features; set finetune: false")
             elif t.get("patch_size") is not None and arch.family != "timesformer":
                 problems.append(f"{where}.patch_size: only TimeSformer teachers take a patch size")
+            elif (m := pretrained_output(str(t.get("weights", "")))) is not None:
+                problems.extend(_check_pretrained(config, m, f"{where}.weights", arch=t["arch"]))
+        student = _merge(config["student"], ds.get("overrides", {}).get("student", {}))
+        if (m := pretrained_output(str(student.get("init", "")))) is not None:
+            clips = _merge(config["clips"], ds.get("overrides", {}).get("clips", {}))
+            problems.extend(_check_pretrained(config, m, f"datasets.{name}: student.init", student=student,
+                                              num_frames=clips["num_frames"]))
     return problems
+
+
+def pretrained_output(path: str) -> tuple[str, str] | None:
+    """(name, target) if `path` is an output of the pretrain stage:
+    results/pretrain/{name}/{arch}.pth (a stand-in teacher) or results/pretrain/{name}/student.pt."""
+    parts = path.split("/")
+    if len(parts) != 4 or parts[:2] != ["results", "pretrain"]:
+        return None
+    stem, _, ext = parts[3].rpartition(".")
+    if (stem == "student") != (ext == "pt") or ext not in ("pt", "pth"):
+        return None
+    return parts[2], stem
+
+
+def _check_pretrained(config: dict, m: tuple[str, str], where: str, *, arch: str | None = None,
+                      student: dict | None = None, num_frames: int | None = None) -> list[str]:
+    """A pretrain output used as weights or init must name a pretrain entry, and fit what uses it."""
+    name, target = m
+    entries = config.get("pretrain") or {}
+    if name not in entries:
+        return [f"{where}: results/pretrain/{name}/ needs an entry pretrain.{name} (config.pretrain has: "
+                f"{', '.join(entries) or 'none'})"]
+    if arch is not None and target != arch:
+        return [f"{where}: results/pretrain/{name}/{target}.pth is a {target} checkpoint, the teacher's arch is {arch}"]
+    if student is not None:
+        p = entries[name]["student"]
+        diff = [f"{k} {student.get(k)} vs {p.get(k)}" for k in ("arch", "input_size", "patch_size") if student.get(k) != p.get(k)]
+        if num_frames != p["num_frames"]:
+            diff.append(f"clips.num_frames {num_frames} vs num_frames {p['num_frames']}")
+        if diff:
+            return [f"{where}: the student start results/pretrain/{name}/student.pt is trained with other settings than "
+                    f"this student ({'; '.join(diff)}): make pretrain.{name}.student agree"]
+    return []
 
 
 def merge_overlay(base: dict, over: dict) -> dict:
@@ -340,9 +380,17 @@ def ablation_spd(c: dict, name: str) -> dict:
 
 
 def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None, teacher: str | None = None,
-                   ablation: str | None = None) -> dict:
+                   ablation: str | None = None, pretrain: str | None = None) -> dict:
     """The config sub-tree that affects `stage`'s result for dataset `ds` (rules pass it through
     `params:`, so editing it reruns exactly the jobs that depend on it)."""
+    if stage in ("demo_corpus", "pretrain"):   # dataset-independent: config.pretrain.{name}
+        entries = config.get("pretrain") or {}
+        if pretrain not in entries:
+            raise UniegoError(f"pretrain.{pretrain}: no such entry (config.pretrain has: {', '.join(entries) or 'none'})",
+                              stage="config")
+        p = entries[pretrain]
+        return ({"name": pretrain, "seed": p["seed"], "corpus": p["corpus"]} if stage == "demo_corpus"
+                else {"name": pretrain, **p})
     c = dataset_config(config, ds)
     d = c["datasets"][ds]
     if stage == "demo_data":

@@ -110,6 +110,28 @@ def _load(items: list[str]) -> dict:
     return {seed: [json.loads(Path(p).read_text()) for p in files] for seed, files in parse_runs(items).items()}
 
 
+def probe_section(items: list[str]) -> list[str]:
+    """Linear probes of every teacher's frozen features, per seed, with the mean and sd."""
+    runs = {seed: json.loads(Path(files[0]).read_text()) for seed, files in parse_runs(items).items()}
+    first = next(iter(runs.values()))
+    seeds = list(runs)
+    head = "| teacher | view | stand-in trained by | " + " | ".join(f"seed {s}" if s is not None else "top-1" for s in seeds)
+    head += " | mean | sd |" if len(seeds) > 1 else " |"
+    lines = [head, "|---|---|---|" + "---:|" * (len(seeds) + (2 if len(seeds) > 1 else 0))]
+    for t, r in first["teachers"].items():
+        v = [runs[s]["teachers"][t]["top1"] for s in seeds]
+        how = r.get("trained_on") or ("the task's train split" if "teachers/" in str(r.get("weights")) else
+                                      "nothing (random weights)" if r.get("weights") == "random" else r.get("weights") or "")
+        row = f"| {t} | {r.get('view') or ''} | {how} | " + " | ".join(f"{x:.1f}" for x in v)
+        row += f" | {statistics.fmean(v):.1f} | {statistics.stdev(v):.1f} |" if len(v) > 1 else " |"
+        lines.append(row)
+    n = first["samples"]
+    return ["## What the teachers know: linear probes of their frozen features", "",
+            f"Softmax regression on each teacher's features (mean over frames) of the {n['train']} train clips, its "
+            f"weight decay chosen on the {n['val']} val clips, top-1 % on the {n['test']} test clips. Chance "
+            f"{first['chance']:.1f} %.", "", "\n".join(lines), ""]
+
+
 def cka_section(path: str, out_dir: Path) -> list[str]:
     r = json.loads(Path(path).read_text())
     png = os.path.relpath(Path(path).with_suffix(".png"), out_dir)
@@ -161,7 +183,8 @@ def ablation_section(files: list[str], main: dict) -> list[str]:
 
 def write_report(dataset: str, recognition: list[str], out: str, *, retrieval: list[str] = (),
                  segmentation: list[str] = (), cka: str | None = None, selection: str | None = None,
-                 conflict: str | None = None, ablations: list[str] = (), notes: str = "") -> Path:
+                 conflict: str | None = None, ablations: list[str] = (), probes: list[str] = (),
+                 notes: str = "") -> Path:
     runs = _load(recognition)
     out_dir = Path(out).parent
     text = [f"# uniego report: {dataset}", ""]
@@ -195,6 +218,8 @@ def write_report(dataset: str, recognition: list[str], out: str, *, retrieval: l
                  f"on {s0['train_videos']} train videos, scored on {s0['test_videos']} test videos ({s0['frames']} frames) "
                  f"with the MS-TCN evaluation; background classes: {bg}.", "",
                  metric_table(sr, ["F1@10", "F1@25", "F1@50", "Edit", "Acc"], digits=1), ""]
+    if probes:
+        text += probe_section(probes)
     if ablations:
         main_run = next(iter(runs.values()))   # the configured seed comes first
         text += ablation_section(ablations, {r["model"]: r for r in main_run})

@@ -34,6 +34,9 @@ PATTERNS = [
     ("results/{ds}/analysis/{analysis}.json", "CKA, gradient conflict, SPD selection (with a .png)"),
 ]
 ANALYSES = ["cka", "conflict", "selection"]
+PRETRAIN_TARGETS = [(f"{arch}.pth", "a stand-in teacher trained on the corpus, in its real checkpoint format")
+                    for arch in ("dinov2_test", "depth_anything_test", "siglip_test", "skego_standin_test")]
+PRETRAIN_TARGETS.append(("student.pt", "the shared student start, pretrained on the corpus"))
 
 
 def model_names(teachers: list[str], ablations: list[str]) -> list[str]:
@@ -70,6 +73,9 @@ def list_targets(config: dict, datasets: list[str] | None = None) -> list[tuple[
             else:
                 values["model"] = model_names(teachers, ablations)
             out += [(p, what) for p in _expand(pattern, values)]
+    for name in (config.get("pretrain") or {}) if datasets is None else ():   # shared by datasets and seeds
+        out.append((f"data/corpus_{name}", "the pretraining corpus (uniego demo-corpus)"))
+        out += [(f"results/pretrain/{name}/{t}", what) for t, what in PRETRAIN_TARGETS]
     return out
 
 

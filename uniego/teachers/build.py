@@ -68,6 +68,19 @@ def strict_load(module: nn.Module, state: dict, source) -> None:
     _strict_load(module, state, source)
 
 
+def standin_training(weights: str) -> dict | None:
+    """What a corpus-trained stand-in checkpoint learned from: its `{weights}.json` sidecar
+    (written by `uniego pretrain`), summarised; None for any other weights."""
+    import json
+
+    side = Path(str(weights) + ".json")
+    if weights == "random" or weights.startswith(("hub:", "import:")) or not side.is_file():
+        return None
+    r = json.loads(side.read_text())
+    return {"objective": r["objective"], "corpus": r["trained_on"], "epochs": sum(1 for h in r["history"] if h["epoch"] > 0),
+            "final": r["history"][-1] if r["history"] else None, "code_version": r.get("code_version", "")}
+
+
 class Teacher(nn.Module):
     """Base class: holds the spec, architecture, settings and the weights identity."""
 
@@ -116,7 +129,7 @@ class Teacher(nn.Module):
             "weights": self.settings.weights, "weights_sha256": self.weights_file_sha256,
             "state_sha256": state_sha256(self), "pooling": self.pooling, "input_size": self.input_size,
             "mean": list(self.arch.mean), "std": list(self.arch.std), "feature_dim": self.feature_dim,
-            "per_frame": self.arch.per_frame,
+            "per_frame": self.arch.per_frame, "trained_on": standin_training(self.settings.weights),
         }
 
     def _stand_in_reason(self) -> str | None:
@@ -127,6 +140,10 @@ class Teacher(nn.Module):
             reasons.append(f"random-initialised {self.arch.name}, not trained {self.spec.paper_model} weights")
         elif self.arch.test:
             reasons.append(f"tiny test architecture {self.arch.name}, not {self.spec.paper_model}")
+        trained = standin_training(self.settings.weights)
+        if trained is not None:
+            reasons.append(f"trained on the demo's pretraining corpus ({trained['corpus']['path']}, "
+                           f"{trained['corpus']['train_clips']} clips): {trained['objective']}")
         return "; ".join(reasons) or None
 
 

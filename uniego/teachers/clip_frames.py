@@ -15,7 +15,7 @@ import torch
 from uniego.errors import UniegoError
 from uniego.teachers.build import Teacher, frames_to_tensor
 
-_TINY_TEXT = dict(context_length=8, vocab_size=100, width=32, heads=2, layers=1)
+_TINY_TEXT = dict(context_length=16, vocab_size=100, width=32, heads=2, layers=1)
 
 
 def _register_tiny_siglip_trunk(img_size: int) -> str:

@@ -1,5 +1,6 @@
 # Analyses (results/{ds}/analysis/): representation similarity of teachers and proxies
-# (Figure 3) and which proxies SPD selected (Figure 6, Tables 11-12).
+# (Figure 3), which proxies SPD selected (Figure 6, Tables 11-12), gradient conflict (Figures
+# 4-5), and a linear probe of every Level-I teacher's frozen features (what each knows about the task).
 
 
 rule cka:
@@ -52,3 +53,18 @@ rule conflict:
         "logs/{ds}/analysis/conflict.log",
     shell:
         "uniego conflict --models {params.models} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1"
+
+
+rule probe:
+    input:
+        unpack(lambda wc: {f"features_{t}": f"results/{wc.ds}/features/{t}.zarr" for t in level1_teachers(wc.ds)}),
+        manifest="results/{ds}/manifest.parquet",
+    output:
+        "results/{ds}/analysis/probes.json",
+    params:
+        code=CODE["analysis"],
+        features=lambda wc, input: pairs(wc, input, "features"),
+    log:
+        "logs/{ds}/analysis/probes.log",
+    shell:
+        "uniego probe --manifest {input.manifest:q} --features {params.features} --out {output:q} > {log:q} 2>&1"

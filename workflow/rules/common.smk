@@ -24,6 +24,8 @@ wildcard_constraints:
     baseline="|".join(BASELINES),
     model="uniego|(baseline|proxy|merge|ablation)_[a-z0-9_]+",
     ablation="[a-z0-9_]+",
+    name="[a-z0-9_]+",
+    target="(dinov2_test|depth_anything_test|siglip_test|skego_standin_test)\\.pth|student\\.pt",
 
 
 def settings(stage, **kw):
@@ -32,6 +34,9 @@ def settings(stage, **kw):
 
 
 CODE = {
+    "demo_corpus": code_version("uniego.demo", "uniego.video"),
+    "pretrain": code_version("uniego.stages.pretrain", "uniego.standins", "uniego.teachers", "uniego.models",
+                             "uniego.student", "uniego.data", "uniego.video", "uniego.demo.corpus"),
     "demo_data": code_version("uniego.demo", "uniego.video"),
     "manifest": code_version("uniego.manifest", "uniego.datasets"),
     "check_data": code_version("uniego.check_data", "uniego.manifest", "uniego.datasets", "uniego.video"),
@@ -167,6 +172,12 @@ def weights_file(wc):
     return [] if w == "random" or w.startswith("hub:") else [w]
 
 
+def student_init_file(wc):
+    """The student's start when it is a local file (a pretrained start), so replacing it reruns training."""
+    init = dataset_config(config, wc.ds)["student"]["init"]
+    return [] if init == "random" or init.startswith("hub:") else [init]
+
+
 def level1_teachers(ds):
     return dataset_config(config, ds)["level1"]["teachers"]
 
@@ -263,7 +274,13 @@ def report_inputs(wc):
     files["ablations"] = [f"results/{wc.ds}/eval/ablation_{a}/recognition.json" for a in ablation_names(wc.ds)]
     analysis = {f"{a}_{ext}": f"results/{wc.ds}/analysis/{a}.{ext}" for a in ("cka", "selection", "conflict")
                 for ext in ("json", "png")}
-    return {**files, **analysis}
+    probes = {f"probes_{name}": f"results/{name}/analysis/probes.json" for _, name in seed_runs(config, wc.ds)}
+    return {**files, **analysis, **probes}
+
+
+def report_probes(wc, input):
+    """params function: `SEED=FILE` for the linear probes of {ds} and of its seed repeats."""
+    return " ".join(shlex.quote(f"{seed}={input[f'probes_{name}']}") for seed, name in seed_runs(config, wc.ds))
 
 
 def report_runs(kind):

@@ -40,10 +40,11 @@ rule report:
         retrieval=report_runs("retrieval"),
         segmentation=report_runs("segmentation"),
         ablations=lambda wc, input: " ".join(shlex.quote(f) for f in input.ablations),
+        probes=report_probes,
     log:
         "logs/{ds}/report.log",
     shell:
         "uniego report --dataset {wildcards.ds} --recognition {params.recognition} --retrieval {params.retrieval} "
         "--segmentation {params.segmentation} --ablations {params.ablations} --cka {input.cka_json:q} "
-        "--selection {input.selection_json:q} --conflict {input.conflict_json:q} "
+        "--selection {input.selection_json:q} --conflict {input.conflict_json:q} --probes {params.probes} "
         "--out {output:q} > {log:q} 2>&1"

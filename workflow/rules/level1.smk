@@ -6,6 +6,7 @@ rule train_proxy:
         manifest="results/{ds}/manifest.parquet",
         clips="results/{ds}/clips/ego.zarr",
         features="results/{ds}/features/{teacher}.zarr",
+        init=student_init_file,
     output:
         "results/{ds}/proxies/{teacher}.pt",
     params:

@@ -63,6 +63,7 @@ rule baseline:
         unpack(baseline_inputs),
         manifest="results/{ds}/manifest.parquet",
         clips="results/{ds}/clips/ego.zarr",
+        init=student_init_file,
     output:
         "results/{ds}/baselines/{baseline}.pt",
     params:

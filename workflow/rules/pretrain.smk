@@ -1,0 +1,46 @@
+# Pretraining (the demo only, issue 18): a corpus the demo generator renders, disjoint from the
+# demo dataset, then the stand-in teachers (each in its real model's checkpoint format, loaded by
+# the real loader through `teachers.*.weights`) and the shared student start (`student.init`).
+# Shared by every seed of a dataset: like ImageNet weights, they do not change with the run.
+
+
+def pretrain_setting(stage):
+    return lambda wc: canonical_json(stage_settings(config, config["dataset"], stage, pretrain=wc.name))
+
+
+def pretrain_threads(wc):
+    return dataset_config(config, config["dataset"])["compute"]["threads"]
+
+
+rule demo_corpus:
+    output:
+        directory("data/corpus_{name}"),
+    params:
+        settings=pretrain_setting("demo_corpus"),
+        code=CODE["demo_corpus"],
+    threads: pretrain_threads
+    log:
+        "logs/pretrain/{name}/corpus.log",
+    shell:
+        "uniego demo-corpus --settings {params.settings:q} --out {output:q} --workers {threads} "
+        "--code-version {params.code:q} 2>&1 | tee {log:q}"
+
+
+rule pretrain:
+    input:
+        corpus="data/corpus_{name}",
+    output:
+        checkpoint="results/pretrain/{name}/{target}",
+        record="results/pretrain/{name}/{target}.json",
+    params:
+        settings=pretrain_setting("pretrain"),
+        code=CODE["pretrain"],
+        target=lambda wc: wc.target.rpartition(".")[0],
+    threads: pretrain_threads
+    log:
+        "logs/pretrain/{name}/{target}.log",
+    benchmark:
+        "benchmarks/rules/pretrain/{name}/{target}.tsv"
+    shell:
+        "uniego pretrain --settings {params.settings:q} --corpus {input.corpus:q} --target {params.target} "
+        "--out {output.checkpoint:q} --threads {threads} --code-version {params.code:q} > {log:q} 2>&1"
