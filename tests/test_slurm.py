@@ -184,8 +184,9 @@ def test_tiny_dag_through_the_slurm_profile(slurm, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert all((work / t).is_file() for t in targets)
     jobs = _jobcomp(slurm["dir"] / "log/jobcomp.txt")
-    # every non-local job was a SLURM job: demo data, check, clips x2, extract x2, train_proxy x2
-    assert len(jobs) == 8 and all(j["state"] == "COMPLETED" for j in jobs.values()), jobs
+    # every non-local job was a SLURM job: demo data, check, clips x2, extract x2, train_proxy x2,
+    # and the pretraining they use: the corpus, the DINOv2 stand-in and the student start
+    assert len(jobs) == 11 and all(j["state"] == "COMPLETED" for j in jobs.values()), jobs
     gpu = {}
     for log in [*work.glob("logs/tiny/extract/*.log"), *work.glob("logs/tiny/train_proxy/*.log")]:
         m = re.search(r"CUDA_VISIBLE_DEVICES=(\S+) was set by the scheduler \(SLURM job (\d+)\)", log.read_text())
