@@ -39,7 +39,7 @@ def test_targets_lists_every_file_target_of_a_dataset(capsys):
     assert main(["targets", str(REPO / "config.yaml"), "--dataset", "demo"]) == 0
     lines = capsys.readouterr().out.splitlines()
     paths = [line.split()[0] for line in lines]
-    assert "results/demo/uniego.pt" in paths and "results/demo/report.md" in paths
+    assert "results/demo/uniego.pt" in paths and "results/demo/report.md" in paths and "results/demo/study.md" in paths
     assert "results/demo/features/exo_skl.zarr" in paths and "results/demo/teachers/exo_skl.pt" in paths
     assert "results/demo/eval/ablation_k2/recognition.json" in paths
     assert not any("teachers/ego_dino.pt" in p for p in paths)   # frozen teachers are not trained
@@ -59,6 +59,26 @@ def test_a_mistyped_target_gets_the_closest_real_ones(tmp_path):
     assert r.returncode == 1
     assert "no rule makes 'results/demo/uniego.pth'. Did you mean results/demo/uniego.pt" in r.stderr
     assert "uniego targets" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_default_target_is_one_seed_and_the_study_every_seed(tmp_path):
+    """`snakemake --cores all` builds report.md of the configured seed only; study.md adds the
+    repeat seeds (each a whole run: its own data, teachers, proxies) and the SPD ablations."""
+    for item in ("Snakefile", "config.yaml", "workflow"):
+        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, tmp_path / item)
+    jobs = {}
+    for target in ([], ["results/demo/study.md"]):
+        r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", *target], cwd=tmp_path,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        stats = r.stdout.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
+        jobs[bool(target)] = {row.split()[0]: int(row.split()[1]) for row in stats}
+    one, study = jobs[False], jobs[True]
+    seeds = 1 + len(load_yaml(REPO / "config.yaml")["datasets"]["demo"]["repeat_seeds"])
+    assert one["report"] == study["report"] == 1 and one["train_proxy"] == 9 and study["train_proxy"] == 9 * seeds
+    assert one["demo_data_demo"] == 1 and study["merge"] == 5 * seeds
+    ablations = len(load_yaml(REPO / "config.yaml")["ablations"])
+    assert one["spd_ablation"] == 1 and study["spd_ablation"] == ablations   # all_proxies: the conflict analysis
 
 
 def test_inspect_on_a_file_is_one_named_error(tmp_path, capsys):

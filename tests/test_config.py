@@ -85,3 +85,18 @@ def test_every_checkpoint_load_is_weights_only():
     calls = [(p.name, line) for p in (REPO / "uniego").rglob("*.py") for line in p.read_text().splitlines()
              if re.search(r"\btorch\.load\(", line)]
     assert calls and all("weights_only=True" in line for _, line in calls), calls
+
+
+def test_the_demo_merge_can_move_alpha_as_far_as_the_papers(config):
+    """Adam moves each alpha logit by about lr per step, so steps x lr bounds how far eq. 2's
+    alpha can travel. The paper: 2 epochs of EgoExo-Fitness at batch 8, about 880 steps, lr 0.02."""
+    from uniego.demo.body import CLASSES
+    from uniego.demo.generate import SPLIT_FRACTIONS
+
+    c = dataset_config(config, "demo")
+    preset = config["demo_presets"][config["datasets"]["demo"]["preset"]]
+    per_class = preset["clips_per_class"]
+    train = len(CLASSES) * (per_class - 2 * max(1, round(per_class * SPLIT_FRACTIONS[1])))
+    steps = c["merge"]["epochs"] * (train // c["merge"]["batch_size"])   # full batches only
+    assert train == 162 and steps == 120
+    assert steps * c["merge"]["lr"] >= 880 * 0.02

@@ -64,22 +64,26 @@ def _render(exercise, size=64):
     return ego.astype(float), exo.astype(float), skel
 
 
-def test_kickback_pairs_differ_in_exo_not_in_ego():
+def test_kickback_pairs_have_a_weak_ego_cue_and_an_obvious_exo_one():
     """arm_circle vs arm_circle_kickback: the legs kick behind the body, out of the head
-    camera's view. Ego frames stay (nearly) identical, the exo frames and skeleton do not."""
+    camera's view; the skeleton's heels rise by many pixels. The ego view's only cue is the
+    torso tipping forward by at most KICK_LEAN (x amplitude) with each kick: the head camera
+    bobs by about a degree, far less than another exercise changes the ego frames."""
+    ego_a, _, _ = _render("squat")
+    ego_b, _, _ = _render("arm_circle")
+    other_exercise = np.abs(ego_a - ego_b).mean()
     for base in ("arm_circle", "front_raise"):
         ego_a, exo_a, sk_a = _render(base)
         ego_b, exo_b, sk_b = _render(base + "_kickback")
         ego_diff = np.abs(ego_a - ego_b).mean()
-        exo_diff = np.abs(exo_a - exo_b).mean()
         ankle_diff = np.abs(sk_a[:, 15:17, 1] - sk_b[:, 15:17, 1]).max()
-        assert ego_diff < 0.05, ego_diff
-        assert exo_diff > 5 * max(ego_diff, 0.05), (exo_diff, ego_diff)
-        assert ankle_diff > 5.0  # pixels: the heels rise
-    # and a class pair that the ego view does tell apart
-    ego_a, *_ = _render("squat")
-    ego_b, *_ = _render("arm_circle")
-    assert np.abs(ego_a - ego_b).mean() > 5
+        head_diff = np.abs(sk_a[:, 0, :2] - sk_b[:, 0, :2]).max()
+        assert 0.5 < ego_diff < other_exercise / 3, (ego_diff, other_exercise)   # present, but weak
+        assert np.abs(exo_a - exo_b).mean() > 0.1
+        assert ankle_diff > 5.0 and head_diff < 0.5, (ankle_diff, head_diff)    # pixels: the heels rise
+        leans = [B.pose_params(base + "_kickback", t, 1.1)["lean"] - B.pose_params(base, t, 1.1)["lean"]
+                 for t in np.linspace(0, 2 * np.pi, 50)]
+        assert 0.01 < max(leans) <= B.KICK_LEAN * 1.1 + 1e-9 and min(leans) >= 0
 
 
 def test_manifest_from_demo(tiny_data):

@@ -134,3 +134,13 @@ def test_linear_cka_golden_value_and_invariances():
     assert m.shape == (3, 3) and np.allclose(m, m.T) and np.allclose(np.diag(m), 1)
     with pytest.raises(ValueError, match="same N"):
         linear_cka(x, y[:50])
+
+
+def test_per_class_accuracy():
+    import torch
+
+    from uniego.metrics import per_class_accuracy
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 1.0, 0.0], [0.0, 0.0, 5.0]])
+    labels = torch.tensor([0, 0, 1, 2])
+    # sample 2 ties 0 and 1: broken towards class 0, as topk_accuracy does; class 1 then has 0 of 1
+    assert per_class_accuracy(logits, labels, 4) == [50.0, 0.0, 100.0, None]

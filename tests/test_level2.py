@@ -60,6 +60,26 @@ def test_average_best_and_learned_merges(tiny_data, proxies, tmp_path):
     assert (tmp_path / "layer.run" / "metrics.jsonl").exists()
 
 
+def test_merge_records_its_objective_against_every_proxy(tiny_data, proxies, tmp_path):
+    """Proposition 1's measurement: the train CE (eval view) of the merged model and of each
+    proxy. The `best` merge IS a proxy, so its CE equals that proxy's, from the exported logits."""
+    _, paths, outputs = proxies
+    from uniego.evaluate import merge_summary
+    best = torch.load(run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "best", tmp_path / "best.pt",
+                                merge_settings(), compute=CPU, outputs=outputs), weights_only=True)["meta"]
+    o = best["objective"]
+    train = int((tiny_data["table"].split == "train").sum())
+    assert o["samples"] == train and set(o["proxy_ce"]) == set(TEACHERS) and o["best_proxy"] in TEACHERS
+    assert o["merged_ce"] == pytest.approx(o["proxy_ce"][best["best_by_val_top1"]], rel=1e-5)
+    assert o["best_proxy_ce"] == min(o["proxy_ce"].values())
+    summary = merge_summary(best)
+    assert summary["strategy"] == "best" and summary["alpha_mean"][best["best_by_val_top1"]] == 1.0
+    avg = torch.load(run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "average", tmp_path / "avg.pt",
+                               merge_settings(), compute=CPU), weights_only=True)["meta"]
+    assert avg["objective"] is None   # without the proxies' outputs: not measured
+    assert merge_summary(avg)["alpha_mean"] == {t: 0.5 for t in TEACHERS}
+
+
 def test_spd_records_selections(tiny_data, proxies, tmp_path):
     base, paths, outputs = proxies
     merged = run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "average", tmp_path / "avg.pt", merge_settings(), compute=CPU)

@@ -136,3 +136,19 @@ def test_inline_uniego_commands_exist():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     named = set(re.findall(r"`uniego ([a-z][a-z-]+)", README))
     assert named - set(sub.choices) == set(), "the README names uniego commands the CLI lacks"
+
+
+def test_readme_results_are_the_pipelines_own_published_reports():
+    """The README types no results: its demo section has no table, and it links reports that
+    `uniego publish` copied from the pipeline's own report files (header, figures present)."""
+    from uniego.stages.report import FIGURE, GENERATED
+
+    demo = README.split("## The demo: what it measures")[1].split("\n## ")[0]
+    assert "|---" not in demo
+    links = re.findall(r"\]\((docs/published/[^)]+\.md)\)", README)
+    assert links, "the README links no published report"
+    for link in links:
+        text = (REPO / link).read_text()
+        assert text.startswith(GENERATED) and "# uniego report:" in text and "## Environment" in text, link
+        for _, figure in FIGURE.findall(text):
+            assert (REPO / link).parent.joinpath(figure).is_file(), f"{link} links {figure}, which is missing"

@@ -71,3 +71,64 @@ def test_report_retrieval_and_segmentation_tables(tmp_path):
     p.write_text(json.dumps({"model": "uniego", "mAP": None, "R@1": None, "feature": "CLS", "views": "1x3"}))
     text = write_report("demo", [rec[0]], tmp_path / "r2.md", retrieval=[f"0={p}"]).read_text()
     assert "| uniego | n/a | n/a |" in text
+
+
+def _result(tmp_path, seed, model, top1, **extra):
+    import json
+    p = tmp_path / f"s{seed}_{model}.json"
+    p.write_text(json.dumps({"model": model, "top1": top1, "top5": 99.0, "n": 54, "views": "1x3", **extra}))
+    return f"{seed}={p}"
+
+
+def test_report_compares_exo_cue_classes_and_checks_proposition_1(tmp_path):
+    """Per-class accuracy of the ego baseline, naive MTD and UNIEGO on the exo-cue classes with
+    the best exo teacher's probe (means over seeds), and the merge table: train CE of each merge
+    against the best proxy's, and where alpha went."""
+    import json
+    classes = ["squat", "arm_circle", "arm_circle_kickback"]
+    paths, probes = [], []
+    for seed, (ego, uni) in enumerate([((100.0, 40.0, 60.0), (100.0, 80.0, 70.0)), ((100.0, 50.0, 50.0), (100.0, 70.0, 90.0))]):
+        for model, pc in (("baseline_ego", ego), ("baseline_naive_mtd", ego), ("uniego", uni)):
+            paths.append(_result(tmp_path, seed, model, 60.0, per_class=dict(zip(classes, pc))))
+        paths.append(_result(tmp_path, seed, "proxy_exo_skl", 55.0 + seed))
+        for strategy, ce, alpha in (("model", 0.9, [0.8, 0.2]), ("average", 1.5, [0.5, 0.5])):
+            objective = {"merged_ce": ce, "best_proxy_ce": 1.0, "best_proxy": "exo_skl", "samples": 162}
+            paths.append(_result(tmp_path, seed, f"merge_{strategy}", 50.0, merge={
+                "strategy": strategy, "alpha_mean": {"exo_skl": alpha[0], "ego_dino": alpha[1]}, "objective": objective}))
+        p = tmp_path / f"probes{seed}.json"
+        p.write_text(json.dumps({"classes": classes, "chance": 33.3, "samples": {"train": 9, "val": 3, "test": 3},
+                                 "teachers": {"exo_skl": {"top1": 90.0, "view": "exo", "per_class": [100.0, 90.0, 80.0]},
+                                              "ego_dino": {"top1": 50.0, "view": "ego", "per_class": [100.0, 0.0, 0.0]}}}))
+        probes.append(f"{seed}={p}")
+    text = write_report("demo", paths, tmp_path / "report.md", probes=probes,
+                        exo_cue_classes=["arm_circle", "arm_circle_kickback"]).read_text()
+    assert "UNIEGO beats the ego baseline on them (77.5 vs 50.0)" in text
+    assert "| arm_circle | 45.0 | 45.0 | 75.0 | 90.0 |" in text and "| **mean** | **50.0** | **50.0** | **77.5** | **85.0** |" in text
+    assert "probe of exo_skl" in text
+    assert "| merge_model | 50.0 | 0.900 | 1.000 (exo_skl) | 2 of 2 | exo_skl 0.80 |" in text
+    assert "| merge_average | 50.0 | 1.500 | 1.000 (exo_skl) | (not learned) | exo_skl 0.50 |" in text
+    assert "The best proxy's test top-1: 55.5" in text
+    import pytest
+
+    from uniego.errors import UniegoError
+    with pytest.raises(UniegoError, match="not classes of the dataset"):
+        write_report("demo", paths, tmp_path / "r.md", probes=probes, exo_cue_classes=["kickback"])
+
+
+def test_publish_copies_a_report_and_its_figures_unchanged(tmp_path, capsys):
+    from uniego.cli import main
+    from uniego.stages.report import GENERATED
+
+    run = tmp_path / "results/demo"
+    (run / "analysis").mkdir(parents=True)
+    (run / "analysis/cka.png").write_bytes(b"\x89PNG fake")
+    text = "# uniego report: demo\n\n![CKA of teachers and proxies](analysis/cka.png)\n\n| model | top-1 |\n"
+    (run / "study.md").write_text(text)
+    assert main(["publish", str(run / "study.md"), "--out", str(tmp_path / "docs")]) == 0
+    out = (tmp_path / "docs/study.md").read_text()
+    assert out.startswith(GENERATED) and "![CKA of teachers and proxies](figures/cka.png)" in out
+    assert out.endswith(text.replace("analysis/cka.png", "figures/cka.png"))
+    assert (tmp_path / "docs/figures/cka.png").read_bytes() == b"\x89PNG fake"
+    (run / "notes.md").write_text("| UNIEGO | 99 |\n")   # not a report: refused
+    assert main(["publish", str(run / "notes.md"), "--out", str(tmp_path / "docs")]) == 2
+    assert "is not a report that `uniego report` wrote" in capsys.readouterr().err

@@ -213,12 +213,13 @@ def test_two_runs_from_scratch_give_identical_results(tmp_path):
     outputs = list_outputs(runs[0])
     metric_json = [f for f, kind in outputs.items() if kind == "metrics" and f.suffix == ".json"
                    and ("eval" in f.parts or "analysis" in f.parts)]
-    assert len(metric_json) >= 40 and sum(f.name == "segmentation.json" for f in metric_json) == 3
+    # 10 models x (recognition, retrieval) + 3 segmentation + 4 analyses (report.md: no ablation evaluations)
+    assert len(metric_json) >= 27 and sum(f.name == "segmentation.json" for f in metric_json) == 3
     # every metric, log, table, figure, checkpoint and store, compared by content (uniego compare-runs)
     c = compare_runs(runs[0], runs[1])
     assert c.identical, "\n".join(c.differences[:40])
-    assert c.compared["metrics"] == sum(k == "metrics" for k in outputs.values()) >= 60
-    assert c.compared["checkpoints"] >= 20 and c.compared["stores"] >= 10, c.compared
+    assert c.compared["metrics"] == sum(k == "metrics" for k in outputs.values()) >= 50
+    assert c.compared["checkpoints"] >= 25 and c.compared["stores"] >= 10, c.compared
     # every teacher's linear probe is in the report (issue 18), the stand-ins' training named
     probes = json.loads((runs[0] / "analysis" / "probes.json").read_text())
     assert list(probes["teachers"]) == overlay["level1"]["teachers"] and probes["samples"]["test"] > 0
@@ -226,6 +227,9 @@ def test_two_runs_from_scratch_give_identical_results(tmp_path):
     report = (runs[0] / "report.md").read_text()
     assert "## What the teachers know: linear probes" in report
     assert "| ego_dino | ego | DINO self-distillation" in report and "| exo_skl | exo | the task's train split |" in report
+    # eq. 2's objective per merge against the best proxy (Proposition 1), and the exo-cue classes per class
+    assert re.search(r"\| merge_model \| [\d.]+ \| [\d.]+ \| [\d.]+ \((exo_skl|ego_dino)\) \| [01] of 1 \|", report), report
+    assert "| arm_circle_kickback |" in report and "probe of exo_skl" in report
     # the pretraining ran once for both clones' seeds, from the same corpus: identical checkpoints
     for t in ("dinov2_test.pth", "student.pt"):
         a, b = (torch.load(r.parent.parent / "results" / "pretrain" / "tiny" / t, weights_only=True) for r in runs)

@@ -157,7 +157,8 @@ def cmd_merge(args):
     from uniego.level2 import run_merge
 
     run_merge(args.manifest, args.clips, _pairs(args.proxies), args.strategy, args.out, _settings(args, "merge"),
-              compute=_compute(args), code_version=args.code_version)
+              compute=_compute(args), code_version=args.code_version,
+              outputs=_pairs(args.proxy_outputs) if args.proxy_outputs else None)
 
 
 def cmd_spd(args):
@@ -246,7 +247,8 @@ def cmd_report(args):
 
     write_report(args.dataset or "dataset", args.recognition, args.out, retrieval=args.retrieval or [],
                  segmentation=args.segmentation or [], cka=args.cka, selection=args.selection,
-                 conflict=args.conflict, ablations=args.ablations or [], probes=args.probes or [])
+                 conflict=args.conflict, ablations=args.ablations or [], probes=args.probes or [],
+                 exo_cue_classes=args.exo_cue_classes or [])
 
 
 def _compute_args(p):
@@ -333,9 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_demo_data)
 
-    from uniego.stages import analysis, pretrain
+    from uniego.stages import analysis, pretrain, report
     pretrain.add_commands(sub, _common)
     analysis.add_commands(sub, _common)
+    report.add_commands(sub, _common)
 
     p = sub.add_parser("manifest", help="build and validate results/{ds}/manifest.parquet")
     _common(p)
@@ -422,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--clips", required=True)
     p.add_argument("--proxies", nargs="+", required=True, metavar="TEACHER=PROXY.pt")
+    p.add_argument("--proxy-outputs", nargs="*", metavar="TEACHER=OUTPUTS.zarr",
+                   help="the proxies' exported train outputs: record eq. 2's objective for the merge and each proxy (Proposition 1)")
     p.add_argument("--out", required=True)
     _compute_args(p)
     _train_args(p)
@@ -522,6 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conflict", help="analysis/conflict.json (its .png is linked)")
     p.add_argument("--ablations", nargs="*", help="recognition.json of the SPD ablations (main seed)")
     p.add_argument("--probes", nargs="*", help="analysis/probes.json files (FILE or SEED=FILE), the teachers' linear probes")
+    p.add_argument("--exo-cue-classes", nargs="*", help="classes whose cue is weak in the ego view and obvious in the exo "
+                   "view (analysis.exo_cue_classes): a per-class table of the ego baseline, naive MTD and UNIEGO")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 

@@ -17,8 +17,17 @@ from uniego.errors import UniegoError
 from uniego.extract import resolve_device
 from uniego.io import atomic_write_json
 from uniego.manifest import manifest_sha256, read_manifest
-from uniego.metrics import retrieval_scores, topk_accuracy
+from uniego.metrics import per_class_accuracy, retrieval_scores, topk_accuracy
 from uniego.proxy import encoder_from_checkpoint, load_proxy, predict
+
+
+def merge_summary(meta: dict) -> dict:
+    """A merged checkpoint's eq. 2 record for the report: its strategy, each proxy's mean alpha
+    (over the layer / parameter groups) and the objective at the end (Proposition 1)."""
+    alpha = np.asarray(meta["alpha"]["alpha"], dtype=np.float64)
+    mean = alpha.reshape(-1, alpha.shape[-1]).mean(0)
+    return {"strategy": meta["strategy"], "alpha_mean": dict(zip(meta["teachers"], mean.round(6).tolist())),
+            "objective": meta.get("objective")}
 
 
 def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settings: dict, *,
@@ -44,7 +53,10 @@ def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settin
     y = table.label.to_numpy()[rows]
     result = {"model": name or Path(model).stem, "checkpoint": str(model), "top1": topk_accuracy(logits, y, 1),
               "top5": topk_accuracy(logits, y, 5), "n": int(len(rows)), "views": f"{temporal}x{len(views)}",
-              "method": obj["meta"].get("method") or obj["meta"].get("kind"), "seed": obj["meta"].get("seed")}
+              "method": obj["meta"].get("method") or obj["meta"].get("kind"), "seed": obj["meta"].get("seed"),
+              "per_class": dict(zip(classes, per_class_accuracy(logits, y, len(classes))))}
+    if obj["meta"].get("kind") == "merged":
+        result["merge"] = merge_summary(obj["meta"])
     if retrieval_out:
         features = sum(h for h, _ in outputs) / len(outputs)
         if np.bincount(y).max() > 1:

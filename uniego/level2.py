@@ -65,9 +65,31 @@ def _split_source(table, split: str, clips: str, sha: str):
     return rows, ClipSource(clips, list(table.sample_id.iloc[rows]), manifest_sha256=sha)
 
 
+def merge_objective(merged: dict, objs: list[dict], teachers: list[str], source, labels: np.ndarray, outputs: dict,
+                    ids: list[str], sha: str, student, compute: ComputeSettings) -> dict:
+    """Eq. 2's objective at the end, for Proposition 1 (the learned merge is no worse than the
+    best single proxy, a vertex of the simplex): train-split CE of the merged model and of each
+    proxy, all on the same deterministic eval view (the proxies' from their exported logits)."""
+    encoder = encoder_from_checkpoint({"encoder": merged, "meta": objs[0]["meta"]}, student)
+    _, logits = predict(encoder, source, student, device=resolve_device(compute), batch_size=compute.batch_size,
+                        workers=compute.workers)
+    y = torch.from_numpy(labels).long()
+    proxy_ce = {}
+    for t in teachers:
+        z, _ = read_array(outputs[t], "logits", manifest_sha256=sha, sample_ids=ids, stage="merge")
+        proxy_ce[t] = float(F.cross_entropy(torch.from_numpy(np.asarray(z)).float(), y))
+    best = min(proxy_ce, key=proxy_ce.get)
+    merged_ce = float(F.cross_entropy(torch.from_numpy(logits).float(), y))
+    return {"split": "train", "samples": int(len(y)), "view": "eval: resize to train_jitter[0], centre crop",
+            "merged_ce": merged_ce, "proxy_ce": proxy_ce, "best_proxy": best, "best_proxy_ce": proxy_ce[best],
+            "merged_top1": topk_accuracy(logits, labels)}
+
+
 def run_merge(manifest: str, clips: str, proxies: dict, strategy: str, out: str, settings: dict, *,
-              compute: ComputeSettings = ComputeSettings(), code_version: str = "") -> Path:
-    """Merge the proxies of settings['teachers'] (in that order) with `strategy`; write `out`."""
+              compute: ComputeSettings = ComputeSettings(), code_version: str = "", outputs: dict | None = None) -> Path:
+    """Merge the proxies of settings['teachers'] (in that order) with `strategy`; write `out`.
+    With the proxies' exported outputs (`outputs`), also record eq. 2's objective at the end for
+    the merged model and every proxy (`meta.objective`, Proposition 1)."""
     student, m, teachers, seed = parse_student(settings["student"]), settings["merge"], settings["teachers"], settings["seed"]
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
@@ -96,7 +118,13 @@ def run_merge(manifest: str, clips: str, proxies: dict, strategy: str, out: str,
               len(rows), s, out.with_name(out.stem + ".run"), seed=seed, identity=identity, device=device,
               precision=compute.precision, workers=compute.workers, desc=f"merge {strategy}", optimizer="adam")
     merged = blend({k: v.cpu() for k, v in stacked.items()}, {k: a.detach().cpu() for k, a in weights.per_key().items()})
+    objective = None
+    if outputs:
+        rows, source = _split_source(table, "train", clips, sha)
+        objective = merge_objective(merged, objs, teachers, source, table.label.to_numpy()[rows], outputs,
+                                    list(table.sample_id.iloc[rows]), sha, student, compute)
     meta = {"kind": "merged", "strategy": strategy, "teachers": teachers, "alpha": weights.cpu().to_json(),
+            "objective": objective,
             "best_by_val_top1": None if best is None else teachers[best], "val_top1": val_acc,
             "classes": classes, "num_frames": objs[0]["meta"]["num_frames"], "merge": m, "seed": seed,
             "manifest_sha256": sha, "code_version": code_version, "uniego_version": __version__}

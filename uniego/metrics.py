@@ -24,6 +24,15 @@ def topk_accuracy(logits, labels, k: int = 1) -> float:
     return float((top == labels[:, None]).any(1).float().mean() * 100)
 
 
+def per_class_accuracy(logits, labels, num_classes: int) -> list[float | None]:
+    """Top-1 (%) within each class's samples, [N, C], [N] -> [num_classes]; None for a class
+    with no sample. Ties as in `topk_accuracy` (towards the lower class index)."""
+    logits, labels = _tensor(logits).float(), _tensor(labels).long()
+    pred = torch.sort(-logits, dim=1, stable=True).indices[:, 0]
+    return [float((pred[labels == c] == c).float().mean() * 100) if (labels == c).any() else None
+            for c in range(num_classes)]
+
+
 def _block_ap(scores: np.ndarray, relevant: np.ndarray) -> tuple[float, float]:
     """Average precision and precision@1 of one ranking, every group of equal scores taken as
     one threshold (scikit-learn's `average_precision_score` policy), so the result does not

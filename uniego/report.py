@@ -132,6 +132,88 @@ def probe_section(items: list[str]) -> list[str]:
             f"{first['chance']:.1f} %.", "", "\n".join(lines), ""]
 
 
+def merge_section(runs: dict) -> list[str]:
+    """Eq. 2 per merge: mean test top-1, the objective at the end (train CE on the eval view)
+    against the best single proxy's (Proposition 1: a learned merge can do no worse, every proxy
+    being a vertex of the simplex), and where alpha went. Only merges that record the objective."""
+    models = {s: {r["model"]: r for r in res} for s, res in runs.items()}
+    merges = [m for m, r in next(iter(models.values())).items() if (r.get("merge") or {}).get("objective")]
+    if not merges:
+        return []
+    seeds = list(models)
+    mean = lambda vals: statistics.fmean(vals)  # noqa: E731
+    best_proxy = mean(max(r["top1"] for m, r in models[s].items() if m.startswith("proxy_")) for s in seeds)
+    lines = ["| merge | test top-1 | train CE of the merge | best proxy's train CE (proxy) | Proposition 1 holds | "
+             "largest mean alpha |", "|---|---:|---:|---:|---:|---|"]
+    for m in merges:
+        rs = [models[s][m] for s in seeds]
+        objs = [r["merge"]["objective"] for r in rs]
+        holds = sum(o["merged_ce"] <= o["best_proxy_ce"] + 1e-6 for o in objs)
+        holds = f"{holds} of {len(objs)}" if rs[0]["merge"]["strategy"] in ("model", "layer", "parameter") else "(not learned)"
+        alpha = {t: mean(r["merge"]["alpha_mean"][t] for r in rs) for t in rs[0]["merge"]["alpha_mean"]}
+        top = max(alpha, key=alpha.get)
+        names = sorted({o["best_proxy"] for o in objs})
+        lines.append(f"| {m} | {mean(r['top1'] for r in rs):.1f} | {mean(o['merged_ce'] for o in objs):.3f} | "
+                     f"{mean(o['best_proxy_ce'] for o in objs):.3f} ({', '.join(names)}) | {holds} | "
+                     f"{top} {alpha[top]:.2f} |")
+    n = objs[0]["samples"]
+    return [f"## The merge (eq. 2; mean over {len(seeds)} seed(s))", "",
+            f"Train CE on the {n} train clips (eval view) at the end of the merge, against the best single proxy's: "
+            "a learned merge (model / layer / parameter) minimises it over the simplex, whose vertices are the "
+            f"proxies, so it should be no higher (Proposition 1). The best proxy's test top-1: {best_proxy:.1f} "
+            "(mean over seeds of each seed's best).", "", "\n".join(lines), ""]
+
+
+EXO_CUE_MODELS = ("baseline_ego", "baseline_naive_mtd", "uniego")
+
+
+def exo_cue_section(classes: list[str], runs: dict, probe_items: list[str]) -> list[str]:
+    """Per-class test top-1 on the classes whose cue is weak in the ego view and obvious in the
+    exo view (the config's `analysis.exo_cue_classes`): the ego baseline, naive MTD and UNIEGO,
+    and the best exo teacher's linear probe, each the mean over seeds. Distillation transferred
+    exo knowledge where UNIEGO beats the ego baseline here."""
+    models = {s: {r["model"]: r for r in res} for s, res in runs.items()}
+    for s, by_model in models.items():
+        for m in EXO_CUE_MODELS:
+            if "per_class" not in by_model.get(m, {}):
+                raise UniegoError(f"the recognition result of {m} (seed {s}) has no per-class accuracy: "
+                                  "rerun its evaluation", stage="report")
+            unknown = [c for c in classes if c not in by_model[m]["per_class"]]
+            if unknown:
+                raise UniegoError(f"analysis.exo_cue_classes names {unknown}, which are not classes of the "
+                                  f"dataset ({', '.join(by_model[m]['per_class'])})", stage="report")
+    probes = [json.loads(Path(files[0]).read_text()) for files in parse_runs(probe_items).values()]
+    exo = [t for t, r in probes[0]["teachers"].items() if r.get("view") in ("exo", "skeleton")] if probes else []
+
+    def probe_mean(t, c):
+        vals = [p["teachers"][t]["per_class"][p["classes"].index(c)] for p in probes]
+        return statistics.fmean(v for v in vals if v is not None)
+
+    best = max(exo, key=lambda t: statistics.fmean(probe_mean(t, c) for c in classes)) if exo else None
+    cols = list(EXO_CUE_MODELS) + ([f"probe of {best}"] if best else [])
+    lines = ["| class | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    means = {col: [] for col in cols}
+    for c in classes:
+        cells = []
+        for m in EXO_CUE_MODELS:
+            v = statistics.fmean(models[s][m]["per_class"][c] for s in models)
+            means[m].append(v)
+            cells.append(f"{v:.1f}")
+        if best:
+            means[cols[-1]].append(probe_mean(best, c))
+            cells.append(f"{means[cols[-1]][-1]:.1f}")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    mean = {col: statistics.fmean(v) for col, v in means.items()}
+    lines.append("| **mean** | " + " | ".join(f"**{mean[col]:.1f}**" for col in cols) + " |")
+    verdict = ("UNIEGO beats the ego baseline on them" if mean["uniego"] > mean["baseline_ego"]
+               else "UNIEGO does not beat the ego baseline on them")
+    return [f"## Exo-cue classes (test top-1 % per class, mean over {len(models)} seed(s))", "",
+            "Classes whose cue is weak in the ego view and obvious in the exo view and the skeleton "
+            f"(`analysis.exo_cue_classes`): {verdict} ({mean['uniego']:.1f} vs {mean['baseline_ego']:.1f})."
+            + (f" The best exo teacher's linear probe on its frozen features: {best}." if best else ""), "",
+            "\n".join(lines), ""]
+
+
 def cka_section(path: str, out_dir: Path) -> list[str]:
     r = json.loads(Path(path).read_text())
     png = os.path.relpath(Path(path).with_suffix(".png"), out_dir)
@@ -184,7 +266,7 @@ def ablation_section(files: list[str], main: dict) -> list[str]:
 def write_report(dataset: str, recognition: list[str], out: str, *, retrieval: list[str] = (),
                  segmentation: list[str] = (), cka: str | None = None, selection: str | None = None,
                  conflict: str | None = None, ablations: list[str] = (), probes: list[str] = (),
-                 notes: str = "") -> Path:
+                 exo_cue_classes: list[str] = (), notes: str = "") -> Path:
     runs = _load(recognition)
     out_dir = Path(out).parent
     text = [f"# uniego report: {dataset}", ""]
@@ -218,8 +300,11 @@ def write_report(dataset: str, recognition: list[str], out: str, *, retrieval: l
                  f"on {s0['train_videos']} train videos, scored on {s0['test_videos']} test videos ({s0['frames']} frames) "
                  f"with the MS-TCN evaluation; background classes: {bg}.", "",
                  metric_table(sr, ["F1@10", "F1@25", "F1@50", "Edit", "Acc"], digits=1), ""]
+    text += merge_section(runs)
     if probes:
         text += probe_section(probes)
+    if exo_cue_classes:
+        text += exo_cue_section(list(exo_cue_classes), runs, probes)
     if ablations:
         main_run = next(iter(runs.values()))   # the configured seed comes first
         text += ablation_section(ablations, {r["model"]: r for r in main_run})

@@ -16,7 +16,8 @@ BASELINES = ["ego", "naive_mtd"]
 # (pattern, what it is). {ds} dataset, {view} VIEWS, {teacher} teacher keys, {strategy}
 # STRATEGIES, {baseline} BASELINES, {model} evaluated models, {ablation} config `ablations`.
 PATTERNS = [
-    ("results/{ds}/report.md", "paper-style tables and figures (all seeds)"),
+    ("results/{ds}/report.md", "paper-style tables and figures of one run (the configured seed)"),
+    ("results/{ds}/study.md", "the same tables over the configured seed and every repeat_seeds run: mean and sd"),
     ("results/{ds}/uniego.pt", "the unified ego encoder (Level II, SPD)"),
     ("results/{ds}/data_check.json", "the data check"),
     ("results/{ds}/manifest.parquet", "one row per clip"),

@@ -3,7 +3,9 @@
 World frame: y up, the actor faces +z (towards the exo camera) before its yaw; the actor's
 left side is +x. Angles in radians. `s = (1 - cos theta) / 2` is the repetition signal (0 at
 rest, 1 at the peak). Two pairs of classes differ only in leg motion that happens behind the
-body (kickbacks), which the head camera cannot see: the exo view and the skeleton can.
+body (kickbacks), which the head camera cannot see: the exo view and the skeleton can. Their
+one ego cue is weak: the torso tips forward by a few degrees with each kick (`KICK_LEAN`), and
+the head camera, which pitches with the torso, bobs with it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ JOINTS = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_should
           "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
           "left_knee", "right_knee", "left_ankle", "right_ankle"]
 HEAD_JOINTS = (0, 1, 2, 3, 4)
+KICK_LEAN = 0.025  # radians of forward torso tip at a kick's peak (x amplitude): the ego view's only cue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +95,10 @@ def pose_params(exercise: str, theta: float, amp: float) -> dict:
     elif exercise != IDLE:
         raise ValueError(f"unknown exercise {exercise!r}")
     if exercise.endswith("_kickback"):
-        # the standing leg keeps the rest pose, so the head (and the ego camera) does not move
-        p.update(lc=REST["lc"] + kick(2 * theta), rc=REST["rc"] + kick(2 * theta + np.pi))
+        # the legs kick behind the body, out of the head camera's view; the torso tips forward a
+        # little with each kick (as a person's does), so the ego camera bobs: a weak, brief ego cue
+        p.update(lc=REST["lc"] + kick(2 * theta), rc=REST["rc"] + kick(2 * theta + np.pi),
+                 lean=p["lean"] + KICK_LEAN * amp * abs(np.sin(2 * theta)))
     return p
 
 

@@ -25,6 +25,7 @@ wildcard_constraints:
     model="uniego|(baseline|proxy|merge|ablation)_[a-z0-9_]+",
     ablation="[a-z0-9_]+",
     name="[a-z0-9_]+",
+    doc="report|study",
     target="(dinov2_test|depth_anything_test|siglip_test|skego_standin_test)\\.pth|student\\.pt",
 
 
@@ -268,24 +269,34 @@ def recognition_targets(ds, kind="recognition"):
     return [f"results/{ds}/eval/{m}/{kind}.json" for m in models]
 
 
+def report_seeds(wc):
+    """[(seed, dataset name)] a document covers: report.md the configured seed's run only,
+    study.md that run and every repeat (`repeat_seeds`), each an independent run. The SPD
+    ablations (paper Tables 6-8) are part of the study only."""
+    runs = seed_runs(config, wc.ds)
+    return runs if wc.doc == "study" else runs[:1]
+
+
 def report_inputs(wc):
-    files = {kind: [f for _, name in seed_runs(config, wc.ds) for f in recognition_targets(name, kind)]
+    runs = report_seeds(wc)
+    files = {kind: [f for _, name in runs for f in recognition_targets(name, kind)]
              for kind in ("recognition", "retrieval", "segmentation")}
-    files["ablations"] = [f"results/{wc.ds}/eval/ablation_{a}/recognition.json" for a in ablation_names(wc.ds)]
+    files["ablations"] = ([f"results/{wc.ds}/eval/ablation_{a}/recognition.json" for a in ablation_names(wc.ds)]
+                          if wc.doc == "study" else [])
     analysis = {f"{a}_{ext}": f"results/{wc.ds}/analysis/{a}.{ext}" for a in ("cka", "selection", "conflict")
                 for ext in ("json", "png")}
-    probes = {f"probes_{name}": f"results/{name}/analysis/probes.json" for _, name in seed_runs(config, wc.ds)}
+    probes = {f"probes_{name}": f"results/{name}/analysis/probes.json" for _, name in runs}
     return {**files, **analysis, **probes}
 
 
 def report_probes(wc, input):
-    """params function: `SEED=FILE` for the linear probes of {ds} and of its seed repeats."""
-    return " ".join(shlex.quote(f"{seed}={input[f'probes_{name}']}") for seed, name in seed_runs(config, wc.ds))
+    """params function: `SEED=FILE` for the linear probes of the document's runs."""
+    return " ".join(shlex.quote(f"{seed}={input[f'probes_{name}']}") for seed, name in report_seeds(wc))
 
 
 def report_runs(kind):
-    """params function: `SEED=FILE` for every `kind` file of {ds} and of its seed repeats."""
-    return lambda wc: " ".join(shlex.quote(f"{seed}={f}") for seed, name in seed_runs(config, wc.ds)
+    """params function: `SEED=FILE` for every `kind` file of the document's runs."""
+    return lambda wc: " ".join(shlex.quote(f"{seed}={f}") for seed, name in report_seeds(wc)
                                for f in recognition_targets(name, kind))
 
 

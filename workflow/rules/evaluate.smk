@@ -29,11 +29,13 @@ rule recognition:
         "--batch-size {resources.batch_size} --device {resources.device} --precision {resources.precision} > {log:q} 2>&1"
 
 
+# report.md: the configured seed's run (what `snakemake --cores all` builds). study.md: the same
+# tables over that run and every repeat seed (datasets.<ds>.repeat_seeds), with mean and sd.
 rule report:
     input:
         unpack(report_inputs),
     output:
-        "results/{ds}/report.md",
+        "results/{ds}/{doc}.md",
     params:
         code=CODE["report"],
         recognition=report_runs("recognition"),
@@ -41,10 +43,11 @@ rule report:
         segmentation=report_runs("segmentation"),
         ablations=lambda wc, input: " ".join(shlex.quote(f) for f in input.ablations),
         probes=report_probes,
+        exo_cue=lambda wc: " ".join(shlex.quote(c) for c in dataset_config(config, wc.ds)["analysis"].get("exo_cue_classes", [])),
     log:
-        "logs/{ds}/report.log",
+        "logs/{ds}/{doc}.log",
     shell:
         "uniego report --dataset {wildcards.ds} --recognition {params.recognition} --retrieval {params.retrieval} "
         "--segmentation {params.segmentation} --ablations {params.ablations} --cka {input.cka_json:q} "
         "--selection {input.selection_json:q} --conflict {input.conflict_json:q} --probes {params.probes} "
-        "--out {output:q} > {log:q} 2>&1"
+        "--exo-cue-classes {params.exo_cue} --out {output:q} > {log:q} 2>&1"

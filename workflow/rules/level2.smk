@@ -4,6 +4,7 @@
 rule merge:
     input:
         unpack(proxy_inputs),
+        unpack(proxy_output_inputs),
         manifest="results/{ds}/manifest.parquet",
         clips="results/{ds}/clips/ego.zarr",
     output:
@@ -12,6 +13,7 @@ rule merge:
         settings=settings("merge"),
         code=CODE["level2"],
         proxies=lambda wc, input: pairs(wc, input, "proxy"),
+        outputs=lambda wc, input: pairs(wc, input, "outputs"),
     threads: compute_setting("threads")
     resources:
         workers=loader_workers,
@@ -24,7 +26,7 @@ rule merge:
         "logs/{ds}/merge/{strategy}.log",
     shell:
         GPU_SLOTS + "uniego merge --settings {params.settings:q} --strategy {wildcards.strategy} --manifest {input.manifest:q} "
-        "--clips {input.clips:q} --proxies {params.proxies} --out {output:q} --workers {resources.workers} "
+        "--clips {input.clips:q} --proxies {params.proxies} --proxy-outputs {params.outputs} --out {output:q} --workers {resources.workers} "
         "--batch-size {resources.batch_size} --procs {resources.gpu} --device {resources.device} --precision {resources.precision} "
         "--code-version {params.code:q} > {log:q} 2>&1"
 
