@@ -146,6 +146,22 @@ def test_student_start_loads_into_every_student(pretrained):
     ck = torch.load(start, weights_only=True)
     torch.testing.assert_close(model.state_dict()["blocks.0.attn.qkv.weight"], ck["encoder"]["blocks.0.attn.qkv.weight"])
     assert model.head.weight.shape == (7, 64)    # the attribute head is replaced by the task's
+    # an image ViT inflated the TimeSformer way: temporal attention copied from the spatial one,
+    # the temporal projection and time embedding zero (as from ImageNet)
+    enc = ck["encoder"]
+    assert torch.equal(enc["blocks.0.temporal_attn.qkv.weight"], enc["blocks.0.attn.qkv.weight"])
+    assert not enc["blocks.0.temporal_fc.weight"].any() and not enc["time_embed"].any()
+
+
+def test_part_histograms_and_loss():
+    parts = torch.zeros(1, 4, 4, dtype=torch.long)
+    parts[0, :2, :2] = 3                       # the top-left cell is all part 3, half of it part 1 below
+    parts[0, 2, :2] = 1
+    h = S.part_histograms(parts, 2, 9)
+    assert h.shape == (1, 4, 9) and torch.allclose(h.sum(-1), torch.ones(1, 4))
+    assert h[0, 0, 3] == 1 and h[0, 2, 1] == 0.5 and h[0, 2, 0] == 0.5 and h[0, 3, 0] == 1
+    exact = S.part_loss(torch.log(h.clamp_min(1e-9)), h)
+    assert exact < S.part_loss(torch.zeros(1, 4, 9), h)   # the true histograms beat a uniform guess
 
 
 def test_pretraining_is_deterministic(pretrained, tmp_path):

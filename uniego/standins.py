@@ -13,8 +13,11 @@ Each objective mirrors what its real counterpart was trained with, at demo scale
                   their captions: Sk-Ego's image encoder is CLIP-pretrained
                   (both count every pair with the same caption as positive: corpus captions
                   repeat; with distinct captions they equal open_clip's SigLipLoss / ClipLoss)
-  student         `attribute_loss`: multi-label recognition of a clip's caption words
-                  (`clip_words`; the ImageNet-supervised analogue; never the demo's classes)
+  student         the paper's recipe in miniature: an image ViT of the student's size, trained
+                  on corpus frames (the ImageNet analogue; never the demo's classes) to tell
+                  each patch's body parts (`part_loss` against `part_histograms` of the
+                  rendered part masks) and the frame's pose words from its CLS
+                  (`attribute_loss`), then inflated into the TimeSformer as ImageNet ViTs are
 
 Checkpoints are written in the real models' formats, so the demo loads them through the
 loaders real weights use (uniego.teachers): original DINOv2 names (+ `mask_token`), Depth
@@ -243,3 +246,15 @@ def depth_anything_checkpoint(vit: nn.Module, head: DepthHead) -> dict:
 def attribute_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Multi-label binary cross-entropy over the caption attributes [B, len(ATTRIBUTES)]."""
     return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+def part_histograms(parts: torch.Tensor, grid: int, num_parts: int) -> torch.Tensor:
+    """Body-part masks [B, s, s] (part indices, uniego.demo.render.PARTS) -> the share of each
+    part in each cell of a grid x grid patch grid [B, grid * grid, num_parts] (rows sum to 1)."""
+    onehot = F.one_hot(parts.long(), num_parts).permute(0, 3, 1, 2).float()
+    return F.adaptive_avg_pool2d(onehot, grid).flatten(2).transpose(1, 2)
+
+
+def part_loss(logits: torch.Tensor, histograms: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of per-patch part logits [B, P, K] against the patches' part histograms."""
+    return -(histograms * F.log_softmax(logits, dim=-1)).sum(-1).mean()

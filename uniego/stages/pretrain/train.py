@@ -36,6 +36,7 @@ class Corpus:
     video_hw: tuple[int, int]
     clips: dict[str, np.ndarray]       # view -> uint8 [N, T, S, S, 3], T frames uniform over the clip
     words: list[list[str]]             # per clip: its caption's attributes and every pose of its frames
+    parts: dict[str, np.ndarray]       # view -> uint8 [N, F, s, s] body-part index (render.PARTS), same crop
 
     def frame_captions(self, *, placement: bool = True) -> list[list[str]]:
         """Caption words of every dense frame, clip-major [N * F] (standins.frame_caption)."""
@@ -64,11 +65,12 @@ def load_corpus(root: str | Path, split: str, *, size: int, frames: int, num_fra
     if table.empty:
         raise UniegoError(f"{table_path}: no clip in split {split!r}", stage=STAGE)
     out = {"frames": {"ego": [], "exo": []}, "disparity": {"ego": [], "exo": []}, "clips": {"ego": [], "exo": []},
-           "skeleton": [], "joints": [], "words": []}
+           "parts": {"ego": [], "exo": []}, "skeleton": [], "joints": [], "words": []}
     hw = None
     for row in table.itertuples():
         with np.load(root / row.dense) as z:
-            dense = {k: z[k] for k in ("dense_frames", "depth_ego", "depth_exo", "joints2d_exo", "joints3d")}
+            dense = {k: z[k] for k in ("dense_frames", "depth_ego", "depth_exo", "parts_ego", "parts_exo",
+                                       "joints2d_exo", "joints3d")}
         if len(dense["dense_frames"]) < frames:
             raise UniegoError(f"{root / row.dense} (clip {row.clip_id}): {len(dense['dense_frames'])} frames with depth, "
                               f"pretrain.frames asks for {frames}", stage=STAGE)
@@ -86,6 +88,7 @@ def load_corpus(root: str | Path, split: str, *, size: int, frames: int, num_fra
             disp = 1.0 / depth.clamp_min(1e-3)
             out["disparity"][view].append(F.interpolate(disp[:, None], size=(size // 2, size // 2), mode="bilinear",
                                                         antialias=True, align_corners=False)[:, 0].numpy())
+            out["parts"][view].append(_crop_square(dense[f"parts_{view}"][pick]).astype(np.uint8))
         sk = dense["joints2d_exo"][idx].copy()
         sk[..., 2] = 1.0
         out["skeleton"].append(sk)
@@ -94,7 +97,8 @@ def load_corpus(root: str | Path, split: str, *, size: int, frames: int, num_fra
     return Corpus(list(table.clip_id), [json.loads(a) for a in table.attributes],
                   {v: np.stack(x) for v, x in out["frames"].items()}, {v: np.stack(x) for v, x in out["disparity"].items()},
                   np.stack(out["skeleton"]).astype(np.float32), np.stack(out["joints"]).astype(np.float32), tuple(hw),
-                  {v: np.stack(x) for v, x in out["clips"].items()}, out["words"])
+                  {v: np.stack(x) for v, x in out["clips"].items()}, out["words"],
+                  {v: np.stack(x) for v, x in out["parts"].items()})
 
 
 # ------------------------------------------------------------------ augmentation
@@ -339,40 +343,69 @@ OBJECTIVES = {"dinov2": "DINO self-distillation of two augmented views per frame
               "depth_anything": "affine-invariant disparity loss against the rendered depth maps",
               "siglip": "SigLIP sigmoid loss between frames and their captions (pose, place, facing)",
               "skego": "CLIP loss between skeleton-guided exo crops and their captions (pose, facing)",
-              "student": "multi-label recognition of the clips' caption words (ego and exo clips)"}
+              "student": "image ViT on ego and exo frames: body parts per patch and pose words, inflated into the TimeSformer"}
 
 
 def train_student(train: Corpus, val: Corpus, student: dict, s: PretrainSettings, log=print):
-    """The student architecture, from random, on clips of both views against their attributes. -> (state, history)."""
+    """The shared student start, as the paper's is made: an image ViT of the student's size
+    (timm's VisionTransformer), trained on the corpus's frames of both views to tell each
+    patch's body parts and the frame's pose words, then inflated into the student TimeSformer
+    the way ImageNet ViTs are (`load_imagenet_vit`). -> (TimeSformer state, history)."""
+    import timm
+
     from uniego.config import parse_student
-    from uniego.data import make_view
+    from uniego.demo.render import PARTS
+    from uniego.models.timesformer import TimeSformer, load_imagenet_vit
     from uniego.student import build_student, student_norm
 
     settings = parse_student({k: v for k, v in student.items() if k not in ("num_frames", "epochs")} | {"init": "random"})
-    T = student["num_frames"]
-    model = build_student(settings, len(S.ATTRIBUTES), num_frames=T, seed=s.seed).train()
+    model = build_student(settings, len(S.ATTRIBUTES), num_frames=student["num_frames"], seed=s.seed)
+    if not isinstance(model, TimeSformer):
+        raise UniegoError(f"pretrain.student.arch {settings.arch}: the student start is made for TimeSformer students",
+                          stage=STAGE)
+    patch = model.patch_embed.proj.kernel_size[0]
+    grid = settings.input_size // patch
+    blk = model.blocks[0]
+    vit = timm.models.vision_transformer.VisionTransformer(
+        img_size=settings.input_size, patch_size=patch, embed_dim=model.embed_dim, depth=len(model.blocks),
+        num_heads=blk.attn.num_heads, mlp_ratio=blk.mlp.fc1.out_features / model.embed_dim, qkv_bias=True,
+        num_classes=len(S.ATTRIBUTES))
+    part_head = torch.nn.Linear(model.embed_dim, len(PARTS))
     mean, std = student_norm(settings.arch)
 
-    def clips(c: Corpus):
-        return np.concatenate([c.clips["ego"], c.clips["exo"]]), torch.stack([S.attribute_targets(w) for w in c.words] * 2)
+    def frames(c: Corpus):
+        x = torch.cat([_normalise(c.frames[v], settings.input_size, mean, std) for v in ("ego", "exo")])
+        hist = torch.cat([S.part_histograms(torch.from_numpy(c.parts[v]).flatten(0, 1), grid, len(PARTS))
+                          for v in ("ego", "exo")])
+        words = torch.stack([S.attribute_targets(w) for w in c.frame_captions()] * 2)
+        return x, hist, words
 
-    x, y = clips(train)
-    xv, yv = clips(val)
-    xv = torch.stack([make_view(v, settings, train=False, mean=mean, std=std) for v in xv])
+    x, hist, words = frames(train)
+    xv, hv, wv = frames(val)
+
+    def losses(xb, hb, wb):
+        tokens = vit.forward_features(xb)
+        return S.part_loss(part_head(tokens[:, vit.num_prefix_tokens:]), hb), S.attribute_loss(vit.forward_head(tokens), wb)
 
     def step(idx, gen, progress):
-        rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=gen)))
-        batch = torch.stack([make_view(x[i], settings, train=True, rng=rng, mean=mean, std=std) for i in idx.tolist()])
-        return S.attribute_loss(model(batch), y[idx])
+        xb, hb = x[idx], hist[idx]
+        flip = torch.rand(len(idx), generator=gen) < 0.5      # the image and its part grid together
+        xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+        hb = torch.where(flip[:, None, None], hb.reshape(-1, grid, grid, len(PARTS)).flip(2).flatten(1, 2), hb)
+        lp, lw = losses(xb, hb, words[idx])
+        return lp + lw
 
     def val_step():
-        model.eval()
+        vit.eval()
         try:
-            return S.attribute_loss(model(xv), yv)
+            lp, lw = losses(xv, hv, wv)
+            return {"val_loss": lp + lw, "val_parts": lp, "val_words": lw}
         finally:
-            model.train()
+            vit.train()
 
-    history = fit(step, model.parameters(), len(x), s, epochs=student["epochs"], seed=s.seed, val_step=val_step, log=log)
+    history = fit(step, [*vit.parameters(), *part_head.parameters()], len(x), s, epochs=student["epochs"], seed=s.seed,
+                  val_step=val_step, log=log)
+    load_imagenet_vit(model, vit.state_dict(), source="the corpus-trained image ViT")
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, history
 
 
