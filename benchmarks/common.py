@@ -48,8 +48,9 @@ def demo_dataset(work: Path, *, clips_per_class: int = 4, size: int = 64, second
     of one run that ask for the same one (built next to `work`)."""
     from uniego.clips import build_clip_cache
     from uniego.config import ClipSettings, DemoPreset
+    from uniego.datasets.demo import read_annotations
     from uniego.demo.generate import generate
-    from uniego.manifest import build_demo_manifest, write_manifest
+    from uniego.manifest import write_manifest
 
     work = Path(work).parent / f"demo_{clips_per_class}x{size}px_{num_frames}f"
     work.mkdir(exist_ok=True)
@@ -59,7 +60,7 @@ def demo_dataset(work: Path, *, clips_per_class: int = 4, size: int = 64, second
         preset = DemoPreset(clips_per_class=clips_per_class, size=size, fps=12, seconds=seconds, sessions=0,
                             actions_per_session=2)
         root = generate(work / "data", preset, seed=0, workers=2)
-        table, classes = build_demo_manifest(root, "bench")
+        table, classes = read_annotations(root, "bench")
         write_manifest(table, classes, manifest)
     clips = {}
     for v in views:

@@ -19,8 +19,9 @@ _CHILD = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], ca
 
 
 def _grown(manifest: str, out: Path, times: int) -> Path:
-    from uniego.manifest import read_manifest, write_manifest
     import pandas as pd
+
+    from uniego.manifest import read_manifest, write_manifest
 
     table, classes = read_manifest(manifest)
     grown = pd.concat([table.assign(sample_id=table.sample_id + f"_r{r}") for r in range(times)], ignore_index=True)

@@ -24,12 +24,13 @@ def config() -> dict:
 def tiny_data(tmp_path_factory):
     """A tiny demo dataset (27 clips) with manifest and ego/exo/skeleton clip caches."""
     from uniego.clips import build_clip_cache
+    from uniego.datasets.demo import read_annotations
     from uniego.demo.generate import generate
-    from uniego.manifest import build_demo_manifest, write_manifest
+    from uniego.manifest import write_manifest
 
     base = tmp_path_factory.mktemp("tiny")
     root = generate(base / "data", TINY, seed=7, workers=2)
-    table, classes = build_demo_manifest(root, "demo")
+    table, classes = read_annotations(root, "demo")
     manifest = base / "manifest.parquet"
     write_manifest(table, classes, manifest)
     clips = {v: str(build_clip_cache(manifest, v, base / f"clips/{v}.zarr", TINY_CLIPS, workers=0)) for v in ("ego", "exo", "skeleton")}

@@ -56,8 +56,10 @@ def test_session_windows_decode_inside_the_annotated_span(a101, tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda f: f.write_text("000000006\t000000040\tattach wheel\n000000040\t000000075\tfly away\n"), "line 2: action 'fly away' is not in actions.csv"),
-    (lambda f: f.write_text("000000006\t000000040\tattach wheel\n000000045\t000000075\tscrew chassis\n"), "segments are not contiguous (6-40 then 45-75)"),
+    (lambda f: f.write_text("000000006\t000000040\tattach wheel\n000000040\t000000075\tfly away\n"),
+     "line 2: action 'fly away' is not in actions.csv"),
+    (lambda f: f.write_text("000000006\t000000040\tattach wheel\n000000045\t000000075\tscrew chassis\n"),
+     "segments are not contiguous (6-40 then 45-75)"),
     (lambda f: f.write_text("000000006\t000000400\tattach wheel\n"), "the coarse segments end at frame 400 @30 fps = 13.33 s, after the video"),
 ])
 def test_bad_coarse_annotations_name_the_file(a101, tmp_path, edit, message):

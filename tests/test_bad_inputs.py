@@ -10,8 +10,9 @@ import pytest
 
 from tests.conftest import TINY_CLIPS
 from uniego.clips import build_clip_cache
+from uniego.datasets.demo import read_annotations
 from uniego.errors import UniegoError
-from uniego.manifest import build_demo_manifest, write_manifest
+from uniego.manifest import write_manifest
 from uniego.video import frame_indices, read_skeleton
 
 
@@ -23,7 +24,7 @@ def data_copy(tiny_data, tmp_path):
 
 
 def _manifest(root, tmp_path):
-    table, classes = build_demo_manifest(root, "demo")
+    table, classes = read_annotations(root, "demo")
     path = tmp_path / "manifest.parquet"
     write_manifest(table, classes, path)
     return path, table
@@ -58,7 +59,7 @@ def test_missing_skeleton_file_names_the_file(data_copy, tmp_path):
     with pytest.raises(UniegoError, match=f"skeleton file {victim}.*does not exist"):
         build_clip_cache(manifest, "skeleton", tmp_path / "sk.zarr", TINY_CLIPS, workers=0)
     with pytest.raises(UniegoError, match=f"row 5 .*skeleton file {victim} does not exist"):
-        build_demo_manifest(data_copy, "demo")
+        read_annotations(data_copy, "demo")
 
 
 def test_skeleton_with_wrong_joint_count(tmp_path):
@@ -78,7 +79,7 @@ def test_bad_annotation_rows_are_named(data_copy, edit, message):
     ann = data_copy / "annotations.csv"
     edit(pd.read_csv(ann)).to_csv(ann, index=False)
     with pytest.raises(UniegoError, match=message):
-        build_demo_manifest(data_copy, "demo")
+        read_annotations(data_copy, "demo")
 
 
 def test_segment_beyond_video_end(data_copy, tmp_path):

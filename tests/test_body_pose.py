@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from tests import official_formats as F
+from uniego.datasets import build_manifest
 from uniego.datasets.ee4d_body_pose import write_body_pose
 from uniego.errors import UniegoError
-from uniego.manifest import build_manifest
 from uniego.video import read_skeleton
 
 OPTIONS = {"body_pose": "annotations/ego_pose", "skeletons": "body_pose_keypoints"}

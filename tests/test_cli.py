@@ -62,8 +62,9 @@ def test_a_mistyped_target_gets_the_closest_real_ones(tmp_path):
 
 
 def test_the_default_target_is_one_seed_and_the_study_every_seed(tmp_path):
-    """`snakemake --cores all` builds report.md of the configured seed only; study.md adds the
-    repeat seeds (each a whole run: its own data, teachers, proxies) and the SPD ablations."""
+    """`snakemake --cores all` builds report.md of the configured seed only, the pretraining
+    included; study.md adds the repeat seeds (each a whole run: its own data, teachers, proxies)
+    and the SPD ablations."""
     for item in ("Snakefile", "config.yaml", "workflow"):
         (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, tmp_path / item)
     jobs = {}
@@ -77,6 +78,8 @@ def test_the_default_target_is_one_seed_and_the_study_every_seed(tmp_path):
     seeds = 1 + len(load_yaml(REPO / "config.yaml")["datasets"]["demo"]["repeat_seeds"])
     assert one["report"] == study["report"] == 1 and one["train_proxy"] == 9 and study["train_proxy"] == 9 * seeds
     assert one["demo_data_demo"] == 1 and study["merge"] == 5 * seeds
+    # the pretraining is part of the default run, and every seed shares it (as ImageNet weights)
+    assert one["demo_corpus"] == study["demo_corpus"] == 1 and one["pretrain"] == study["pretrain"] == 5
     ablations = len(load_yaml(REPO / "config.yaml")["ablations"])
     assert one["spd_ablation"] == 1 and study["spd_ablation"] == ablations   # all_proxies: the conflict analysis
 

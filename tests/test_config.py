@@ -45,6 +45,22 @@ def test_code_version_is_stable_and_module_specific():
     assert len(code_version("uniego.teachers", "uniego.models")) == 12
 
 
+def test_code_version_follows_the_imports():
+    """A rule's code version covers every uniego module its runner imports (lazy imports too),
+    so editing the learning-rate schedule (uniego.config) or the data-parallel normalisation
+    (uniego.distributed) reruns the stages that use them (issue 20), and nothing unrelated."""
+    from uniego.config import code_files
+    names = lambda m: {str(f).split("uniego/", 1)[1] for f in code_files(m)}  # noqa: E731
+    level1, level2 = names("uniego.proxy"), names("uniego.level2")
+    assert {"config.py", "engine.py", "distributed.py", "device.py", "losses.py", "models/timesformer.py"} <= level1
+    assert {"config.py", "distributed.py", "spd.py", "merge.py", "proxy.py"} <= level2
+    assert "cli.py" not in level1 | level2 and "report.py" not in level1 | level2
+    assert names("uniego.report") >= {"report.py", "errors.py"} and "models/timesformer.py" not in names("uniego.report")
+    import pytest
+    with pytest.raises(ValueError, match="not a uniego module"):
+        code_files("uniego.no_such_module")
+
+
 def test_seed_repeats_are_datasets_of_their_own(config):
     from uniego.config import dataset_names, seed_runs
     from uniego.errors import UniegoError
@@ -67,6 +83,7 @@ def test_seed_repeats_are_datasets_of_their_own(config):
 def test_yaml_with_python_tags_is_refused_not_run(tmp_path):
     """config.yaml is parsed with the safe loader: a tag that would run code is an error."""
     import pytest
+
     from uniego.config import load_yaml
     from uniego.errors import UniegoError
     bad = tmp_path / "config.yaml"
@@ -81,6 +98,7 @@ def test_every_checkpoint_load_is_weights_only():
     """No torch.load in the package without weights_only=True (a pickle with code is refused:
     tests/test_teachers.py::test_pickle_with_code_is_refused)."""
     import re
+
     from tests.conftest import REPO
     calls = [(p.name, line) for p in (REPO / "uniego").rglob("*.py") for line in p.read_text().splitlines()
              if re.search(r"\btorch\.load\(", line)]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from uniego.demo import body as B
-from uniego.demo.corpus import LIMBS, STREAM, SPEEDS, CorpusPreset, Motion, generate_corpus
+from uniego.demo.corpus import LIMBS, SPEEDS, STREAM, CorpusPreset, Motion, generate_corpus
 from uniego.demo.generate import participant
 from uniego.demo.render import PARTS, Camera, Scene, exo_camera, render, render_dense
 

@@ -14,8 +14,9 @@ import torch
 from tests import official_formats as F
 from tests.conftest import REPO, TINY_CLIPS
 from uniego.check_data import check_data
+from uniego.datasets import build_manifest
 from uniego.errors import UniegoError
-from uniego.manifest import build_manifest, write_manifest
+from uniego.manifest import write_manifest
 
 CSV_OPTIONS = {"csv_dir": "vclip", "video_prefix": "videos_subaction", "num_classes": 3}
 
@@ -310,7 +311,7 @@ datasets:
       teachers: {{exo_dino: {{arch: dinov2_test, weights: "import:{folder}"}}}}
       level1: {{teachers: [exo_dino, ego_dino]}}
 """)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *a, "--configfile", str(overlay)],
+    run = lambda *a: subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *a, "--configfile", str(overlay)],  # noqa: E731
                                     cwd=work, capture_output=True, text=True)
     store = "results/mine/features/exo_dino.zarr"
     r = run(store)

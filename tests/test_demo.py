@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 
 from tests.conftest import TINY
+from uniego.datasets.demo import read_annotations
 from uniego.demo import body as B
 from uniego.demo.generate import _film, _timeline, generate
 from uniego.demo.render import Scene
-from uniego.manifest import build_demo_manifest
 from uniego.video import read_frames
 
 
@@ -87,7 +87,7 @@ def test_kickback_pairs_have_a_weak_ego_cue_and_an_obvious_exo_one():
 
 
 def test_manifest_from_demo(tiny_data):
-    table, classes = build_demo_manifest(tiny_data["root"], "demo")
+    table, classes = read_annotations(tiny_data["root"], "demo")
     assert list(table.columns) == ["sample_id", "split", "label", "class_name", "ego_video", "exo_video",
                                    "start", "end", "skeleton", "dataset"]
     assert (table.end > table.start).all() and table.sample_id.is_unique

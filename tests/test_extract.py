@@ -96,6 +96,7 @@ def test_incomplete_and_stale_stores_are_refused(tiny_data, tmp_path):
 
 def test_extraction_refuses_stale_clip_cache(tiny_data, tmp_path):
     import shutil
+
     from uniego.manifest import read_manifest, write_manifest
     table, classes = read_manifest(tiny_data["manifest"])
     edited = tmp_path / "edited.parquet"

@@ -11,11 +11,11 @@ import pytest
 import torch
 import zarr
 
-from uniego.config import ComputeSettings, TeacherSettings, TrainSettings, apply_fidelity, stage_settings
+from uniego.config import ComputeSettings, TeacherSettings, TrainSettings, stage_settings
 from uniego.engine import epoch_batches
 from uniego.extract import extract
-from uniego.student import ProxyModel
 from uniego.models.timesformer import timesformer_test
+from uniego.student import ProxyModel
 
 SETTINGS = {"student": {"arch": "timesformer_test", "init": "random", "input_size": 32, "train_jitter": [32, 40]},
             "train": {"epochs": 3, "lr": 0.005, "lr_steps": [0, 2], "lr_factors": [1.0, 0.1], "momentum": 0.9,

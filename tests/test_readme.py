@@ -1,14 +1,17 @@
-"""Every command the README shows works as written.
+"""Every command the README and the docs pages show works as written, and every link resolves.
 
-The commands come from the README itself: its bash code blocks, the quick-start table and the
-inline `snakemake ...` spans. Each is checked the cheapest way that still runs it:
+The commands come from the texts themselves (README.md and every docs/*.md page; the reports
+under docs/published/ are the pipeline's, not ours): their bash code blocks, the inline
+`snakemake ...` spans, and the README's quick-start table. Each is checked the cheapest way that
+still runs it:
 - `snakemake ...`: exactly as written plus `-n` (a dry run), in a copy of the workflow where
   the paper datasets' roots hold small fixtures in their official formats;
 - `uniego ...`: its words parsed by the real CLI parser, then `validate-config` and `targets`
   run for real, the others with `--help`;
 - `pytest`: the command `.ci/run` runs, so CI and the README cannot drift;
 - installs: the files they name exist (CI itself runs the install).
-A README edit that breaks a command fails here.
+A README or docs edit that breaks a command or a link fails here. The README stays short (at most
+200 lines); the detail lives in docs/.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from tests import official_formats as F
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
+DOCS = sorted((REPO / "docs").glob("*.md"))   # one page per topic; docs/published/ is not globbed
+TEXTS = [README] + [page.read_text() for page in DOCS]   # the README first: its install comes first
 
 
-def _code_block_commands() -> list[str]:
+def _code_block_commands(text: str) -> list[str]:
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = re.sub(r"\s+#.*$", "", line).strip()
             if line and not line.startswith("#"):
@@ -43,21 +48,37 @@ def _quick_start_commands() -> list[str]:
     return [re.search(r"`([^`]+)`", row.split("|")[2]).group(1) for row in rows]
 
 
-def _inline_snakemake_commands() -> list[str]:
-    return [" ".join(c.split()) for c in re.findall(r"`(snakemake [^`]+)`", README)]
+def _inline_snakemake_commands(text: str) -> list[str]:
+    return [" ".join(c.split()) for c in re.findall(r"`(snakemake [^`]+)`", text)]
 
 
-def readme_commands() -> list[str]:
-    """Every shell command the README shows, `&&` chains split, in order, without repeats."""
+def _split(chains: list[str]) -> list[str]:
+    """`&&` chains split, in order, without repeats."""
     seen = []
-    for chain in _code_block_commands() + _quick_start_commands() + _inline_snakemake_commands():
+    for chain in chains:
         for command in (c.strip() for c in chain.split("&&")):
             if command not in seen:
                 seen.append(command)
     return seen
 
 
-COMMANDS = readme_commands()
+def _readme_chains() -> list[str]:
+    return _code_block_commands(README) + _quick_start_commands() + _inline_snakemake_commands(README)
+
+
+def readme_commands() -> list[str]:
+    """Every shell command the README itself shows."""
+    return _split(_readme_chains())
+
+
+def documented_commands() -> list[str]:
+    """Every shell command the README and the docs pages show, the README's first."""
+    docs = [c for text in TEXTS[1:] for c in _code_block_commands(text) + _inline_snakemake_commands(text)]
+    return _split(_readme_chains() + docs)
+
+
+README_COMMANDS = readme_commands()
+COMMANDS = documented_commands()
 
 
 def test_the_readme_shows_the_commands_we_expect_to_check():
@@ -110,10 +131,10 @@ def test_uniego_command_parses_and_runs(command, workflow):
 
 def test_ci_runs_the_readme_install_and_test_commands():
     tests = [c for c in COMMANDS if c.split()[0] == "pytest"]
-    assert tests == ["pytest"]
+    assert tests == ["pytest"] and "pytest" in README_COMMANDS
     ci = [line.strip() for line in (REPO / ".ci/run").read_text().splitlines()]
     assert ci[-1] == "pytest", ".ci/run must end by running the README's test command, exactly"
-    install = COMMANDS[0]
+    install = README_COMMANDS[0]
     assert install.startswith("pip install -r requirements/lock.txt")
     assert any(line.startswith(install) for line in ci), f".ci/run does not run the README's install: {install}"
     assert ".ci/check-lock requirements/lock.txt" in ci
@@ -134,8 +155,8 @@ def test_inline_uniego_commands_exist():
     from uniego.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    named = set(re.findall(r"`uniego ([a-z][a-z-]+)", README))
-    assert named - set(sub.choices) == set(), "the README names uniego commands the CLI lacks"
+    named = {name for text in TEXTS for name in re.findall(r"`uniego ([a-z][a-z-]+)", text)}
+    assert named - set(sub.choices) == set(), "the README or docs name uniego commands the CLI lacks"
 
 
 def test_readme_results_are_the_pipelines_own_published_reports():
@@ -152,3 +173,26 @@ def test_readme_results_are_the_pipelines_own_published_reports():
         assert text.startswith(GENERATED) and "# uniego report:" in text and "## Environment" in text, link
         for _, figure in FIGURE.findall(text):
             assert (REPO / link).parent.joinpath(figure).is_file(), f"{link} links {figure}, which is missing"
+
+
+def test_the_readme_is_short():
+    """The README is the front page: the commands, what it is, the quick start, the links."""
+    lines = README.count("\n")
+    assert lines <= 200, f"README.md has {lines} lines; move the detail into a docs/ page"
+    assert "## Documentation" in README
+
+
+@pytest.mark.parametrize("page", [REPO / "README.md", *DOCS], ids=lambda p: str(p.relative_to(REPO)))
+def test_relative_links_point_to_files(page):
+    """Every relative link in the README and the docs pages names a file of the repository
+    (relative to the page; an anchor after `#` is not checked)."""
+    text = page.read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    broken = [t for t in targets if not t.startswith(("http://", "https://", "mailto:", "#"))
+              and not (page.parent / t.split("#", 1)[0]).exists()]
+    assert not broken, f"{page.relative_to(REPO)} links missing files: {broken}"
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    linked = set(re.findall(r"\]\((docs/[^)#/]+\.md)", README))
+    assert {f"docs/{page.name}" for page in DOCS} <= linked

@@ -29,6 +29,7 @@ def _write(tmp_path, seed, rows):
 
 def test_report_gives_every_seed_and_the_mean(tmp_path):
     import pytest
+
     from uniego.errors import UniegoError
     runs = {0: {"uniego": 50.0, "baseline_naive_mtd": 40.0, "baseline_ego": 30.0},
             1: {"uniego": 60.0, "baseline_naive_mtd": 42.0, "baseline_ego": 35.0},
@@ -132,3 +133,29 @@ def test_publish_copies_a_report_and_its_figures_unchanged(tmp_path, capsys):
     (run / "notes.md").write_text("| UNIEGO | 99 |\n")   # not a report: refused
     assert main(["publish", str(run / "notes.md"), "--out", str(tmp_path / "docs")]) == 2
     assert "is not a report that `uniego report` wrote" in capsys.readouterr().err
+
+
+def test_report_names_exo_cue_classes_without_test_clips_and_mismatched_probes(tmp_path):
+    """A configured exo-cue class with no test clip, and probes of different teachers across
+    seeds, are named errors rather than a TypeError or KeyError deep in the report."""
+    import json
+
+    import pytest
+
+    from uniego.errors import UniegoError
+    classes = ["squat", "arm_circle"]
+    paths, probes = [], []
+    for seed in (0, 1):
+        for model in ("baseline_ego", "baseline_naive_mtd", "uniego"):
+            paths.append(_result(tmp_path, seed, model, 60.0, per_class={"squat": 100.0, "arm_circle": None}))
+        p = tmp_path / f"probes{seed}.json"
+        teachers = {"exo_skl": {"top1": 90.0, "view": "exo", "per_class": [100.0, None]}}
+        if seed == 1:
+            teachers["ego_dino"] = {"top1": 50.0, "view": "ego", "per_class": [100.0, None]}
+        p.write_text(json.dumps({"classes": classes, "chance": 50.0, "samples": {"train": 9, "val": 3, "test": 3},
+                                 "teachers": teachers}))
+        probes.append(f"{seed}={p}")
+    with pytest.raises(UniegoError, match=r"\['arm_circle'\], which have no test clip in seed 0"):
+        write_report("demo", paths, tmp_path / "r.md", exo_cue_classes=["arm_circle"])
+    with pytest.raises(UniegoError, match="the linear probes of seed 1 cover teachers"):
+        write_report("demo", paths, tmp_path / "r.md", probes=probes)

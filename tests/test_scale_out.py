@@ -5,13 +5,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from tests.test_level1 import SETTINGS
-from tests.test_level2 import SPD, TEACHERS, CPU, merge_settings, proxies  # noqa: F401  (module fixture)
+from tests.test_level2 import CPU, SPD, TEACHERS, merge_settings, proxies  # noqa: F401  (module fixture)
 from uniego.gpus import SCHEDULER_JOB_VARS, try_acquire
 
 # Drop path draws its masks from each process's RNG, so with it two ranks cannot reproduce one

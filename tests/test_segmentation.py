@@ -8,16 +8,14 @@ import torch
 import torch.nn.functional as F
 import zarr
 
-from uniego.config import ComputeSettings
+from uniego.config import ComputeSettings, parse_student
 from uniego.errors import UniegoError
 from uniego.manifest import manifest_sha256
 from uniego.metrics import segmentation_scores
 from uniego.models.mstcn import MSTCN, mstcn_loss
 from uniego.segmentation import dense_features, train_and_score
-from uniego.sessions import (build_demo_sessions, build_window_cache, frames_to_windows, window_indices,
-                             write_sessions)
+from uniego.sessions import build_demo_sessions, build_window_cache, frames_to_windows, window_indices, write_sessions
 from uniego.student import build_student
-from uniego.config import parse_student
 from uniego.video import resize_crop
 
 STUDENT = {"arch": "timesformer_test", "init": "random", "input_size": 32, "train_jitter": [32, 40]}

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from uniego.errors import UniegoError
-from uniego.models.stgcn import LAYOUTS, STGCN, pyskl_state_dict, spatial_partition, stgcn_coco, stgcn_test
+from uniego.models.stgcn import LAYOUTS, pyskl_state_dict, spatial_partition, stgcn_coco, stgcn_test
 
 
 @pytest.mark.parametrize("layout, V", [("coco", 17), ("openpose", 18), ("nturgb+d", 25)])

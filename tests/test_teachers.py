@@ -9,8 +9,8 @@ import torch
 
 from uniego.config import TeacherSettings
 from uniego.errors import UniegoError
-from uniego.models.timesformer import timesformer_base
 from uniego.models.stgcn import stgcn_coco
+from uniego.models.timesformer import timesformer_base
 from uniego.teachers import ARCHS, TEACHERS, build_teacher, get_arch, get_teacher
 from uniego.teachers.registry import ArchSpec, register_arch
 
@@ -109,7 +109,7 @@ def test_dinov2_original_checkpoint_loads_exactly(tmp_path):
 
 
 def test_full_architecture_with_real_weights_is_no_stand_in():
-    from uniego.teachers.build import Teacher
+    from uniego.teachers.base import Teacher
     from uniego.teachers.registry import get_arch, get_teacher
     full = Teacher(get_teacher("exo_dino"), get_arch("dinov2_vitl14"), TeacherSettings("exo_dino", "dinov2_vitl14", "hub:x"))
     assert full._stand_in_reason() is None

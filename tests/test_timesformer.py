@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from uniego.errors import UniegoError
-from uniego.models.timesformer import (TimeSformer, load_imagenet_vit, load_official_checkpoint,
-                                       timesformer_base, timesformer_test)
+from uniego.models.timesformer import TimeSformer, load_imagenet_vit, load_official_checkpoint, timesformer_base, timesformer_test
 
 TINY = dict(img_size=32, patch_size=16, embed_dim=64, depth=2, num_heads=2, num_frames=4)
 

@@ -140,10 +140,12 @@ def test_uniego_through_the_dag_and_spd_k_reruns_only_spd(built):
     r = snakemake(built, *targets, overlays=[overlay])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     import json
+
     import torch
     for t in targets:
         res = json.loads((built / t).read_text())
         assert 0 <= res["top1"] <= res["top5"] <= 100 and res["n"] == 9 and res["views"] == "1x3"
+        assert len(res["code_version"]) == 12   # the rule passes the evaluation's code version
     ck = torch.load(built / "results/tiny/uniego.pt", weights_only=True)
     assert ck["meta"]["teachers"] == ["exo_skl", "ego_dino"] and ck["meta"]["init"].endswith("merge/model.pt")
     overlay.write_text(yaml.safe_dump({"train": {"epochs": 1}, "merge": {"epochs": 1}, "spd": {"k": 2},

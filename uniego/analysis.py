@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from uniego.io import atomic_write_json
+from uniego.metrics import per_class_accuracy
 
 
 def linear_cka(x, y) -> float:
@@ -159,12 +160,10 @@ def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_
         weight_decays = (weight_decays[len(weight_decays) // 2],)
     fits = {wd: fit(wd) for wd in weight_decays}
     best = max(weight_decays, key=lambda wd: (accuracy(fits[wd], 1) if len(ys[1]) else 0.0, -wd))  # ties: stronger decay
-    pred = (xs[2] @ fits[best][0] + fits[best][1]).argmax(1)
-    per_class = [float((pred[ys[2] == c] == c).double().mean() * 100) if (ys[2] == c).any() else None
-                 for c in range(num_classes)]
+    logits = xs[2] @ fits[best][0] + fits[best][1]
     return {"top1": accuracy(fits[best], 2), "val_top1": accuracy(fits[best], 1) if len(ys[1]) else None,
             "weight_decay": best,
-            "per_class": per_class}
+            "per_class": per_class_accuracy(logits, ys[2], num_classes)}
 
 
 def probe_analysis(manifest: str, teachers: dict[str, str], out_json: str) -> dict:

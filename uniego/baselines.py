@@ -15,12 +15,12 @@ from torch import nn
 from uniego import __version__
 from uniego.config import ComputeSettings, Level1Settings, from_dict, parse_student, parse_train
 from uniego.data import ClipBatches, ClipSource, probe_batch
+from uniego.device import resolve_device
 from uniego.engine import epoch_history, train
 from uniego.errors import UniegoError
-from uniego.extract import resolve_device
+from uniego.io import atomic_torch_save
 from uniego.losses import cosine_distance
 from uniego.manifest import manifest_sha256, read_manifest
-from uniego.io import atomic_torch_save
 from uniego.proxy import teacher_targets
 from uniego.student import ProxyModel, build_student
 
@@ -94,6 +94,7 @@ def run_baseline(name: str, manifest: str, clips: str, features: dict, out: str,
           out.with_name(out.stem + ".run"), seed=seed, identity=identity, device=resolve_device(compute),
           precision=compute.precision, workers=compute.workers, desc=f"baseline {name}", probe=probe)
     meta = {"kind": "student", "method": name, "classes": classes, "num_frames": source.num_frames, "seed": seed,
-            "teachers": identity["teachers"], "history": epoch_history(out.with_name(out.stem + ".run")), "manifest_sha256": sha, "code_version": code_version, "uniego_version": __version__}
+            "teachers": identity["teachers"], "history": epoch_history(out.with_name(out.stem + ".run")),
+            "manifest_sha256": sha, "code_version": code_version, "uniego_version": __version__}
     atomic_torch_save({"encoder": encoder.cpu().state_dict(), "meta": json.loads(json.dumps(meta))}, out)
     return out

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from uniego import __version__
-from uniego.provenance import environment
 from uniego.errors import UniegoError
+from uniego.provenance import environment
 
 FORMAT = "uniego-store"
 FORMAT_VERSION = 1
@@ -43,7 +43,7 @@ class ArraySpec:
     dims: tuple[str, ...]
 
 
-def _zarr():
+def zarr_module():
     import zarr
     # Snakemake drops a `.snakemake_timestamp` file into directory outputs; it is not ours.
     warnings.filterwarnings("ignore", message="Object at .snakemake_timestamp is not recognized")
@@ -90,7 +90,7 @@ class StoreWriter:
 
     def __init__(self, target: str | Path, *, sample_ids, splits, labels, arrays: dict[str, ArraySpec],
                  attrs: dict, chunk_samples: int | None = None, stage: str = "cache"):
-        zarr = _zarr()
+        zarr = zarr_module()
         self.target = Path(target)
         self.staging = self.target.with_name(self.target.name + ".partial")
         self.stage = stage
@@ -130,7 +130,7 @@ class StoreWriter:
 
     def _resumable(self) -> bool:
         try:
-            g = _zarr().open_group(str(self.staging), mode="r")
+            g = zarr_module().open_group(str(self.staging), mode="r")
             return g.attrs.get("fingerprint") == self.fp and "done" in g and g["done"].shape == (self.n,)
         except Exception:
             return False
@@ -159,7 +159,7 @@ class StoreWriter:
         self.group.attrs["complete"] = True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _zarr().consolidate_metadata(str(self.staging))
+            zarr_module().consolidate_metadata(str(self.staging))
         if self.target.exists():
             shutil.rmtree(self.target)
         os.replace(self.staging, self.target)
@@ -168,7 +168,7 @@ class StoreWriter:
 
 def open_store(path: str | Path, *, manifest_sha256: str | None = None, stage: str = "read"):
     """Open a finished store read-only; refuse a missing, incomplete or stale one."""
-    zarr = _zarr()
+    zarr = zarr_module()
     path = Path(path)
     if not path.exists():
         hint = f" (an interrupted run left {path}.partial; rerun the rule to resume it)" if Path(f"{path}.partial").exists() else ""

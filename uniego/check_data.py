@@ -55,7 +55,7 @@ def changed_videos(root: str | Path) -> list[str]:
 def check_data(spec: dict, ds: str, out: str | Path, *, skeletons: bool = False) -> dict:
     """The report dict; raises UniegoError (after writing `<out>.failed.json`) on any problem.
     `skeletons`: the configured teachers read skeletons, so every clip needs a readable file."""
-    from uniego.manifest import build_manifest
+    from uniego.datasets import build_manifest
 
     built = build_manifest(spec, ds, check_files=False)  # files are checked below, all problems at once
     t = built.table

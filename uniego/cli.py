@@ -9,21 +9,8 @@ import json
 import sys
 
 from uniego.errors import UniegoError
+from uniego.stages import stage_settings_from_args
 from uniego.targets import BASELINES, STRATEGIES, VIEWS
-
-
-def _settings(args, stage: str, **kw) -> dict:
-    from uniego import config as C
-
-    if args.settings:
-        try:
-            return json.loads(args.settings)
-        except json.JSONDecodeError as e:
-            raise UniegoError(f"--settings is not valid JSON: {e}") from None
-    if not args.config:
-        raise UniegoError("give --settings JSON or --config FILE (with --dataset)")
-    cfg = C.validate_config(C.load_yaml(args.config))
-    return C.stage_settings(cfg, args.dataset or cfg["dataset"], stage, **kw)
 
 
 def _common(p, *, dataset=True):
@@ -38,15 +25,16 @@ def cmd_demo_data(args):
     from uniego.config import DemoPreset, from_dict
     from uniego.demo.generate import generate
 
-    s = _settings(args, "demo_data")
+    s = stage_settings_from_args(args, "demo_data")
     preset = from_dict(DemoPreset, s["preset"], where="demo_presets")
     generate(args.out, preset, seed=s["seed"], workers=args.workers, code_version=args.code_version)
 
 
 def cmd_manifest(args):
-    from uniego.manifest import build_manifest, write_manifest
+    from uniego.datasets import build_manifest
+    from uniego.manifest import write_manifest
 
-    s = _settings(args, "manifest")
+    s = stage_settings_from_args(args, "manifest")
     built = build_manifest(s, s["dataset"])
     table, classes = built.table, built.classes
     write_manifest(table, classes, args.out, extra={"dataset": s["dataset"], "adapter": s["adapter"], "root": s["root"],
@@ -61,14 +49,14 @@ def cmd_manifest(args):
 def cmd_check_data(args):
     from uniego.check_data import check_data, summary
 
-    s = _settings(args, "check_data")
+    s = stage_settings_from_args(args, "check_data")
     print(summary(check_data(s, s["dataset"], args.out, skeletons=s["skeletons"])))
 
 
 def cmd_body_pose(args):
     from uniego.datasets.ee4d_body_pose import write_body_pose
 
-    s = _settings(args, "manifest")
+    s = stage_settings_from_args(args, "manifest")
     out = write_body_pose(s, s["dataset"], args.out)
     print(f"{out}: {sum(1 for _ in out.glob('*.npz'))} clip keypoint files")
 
@@ -83,7 +71,7 @@ def cmd_import_features(args):
 def cmd_import_checkpoint(args):
     from uniego.student import import_official_checkpoint
 
-    out = import_official_checkpoint(args.checkpoint, args.manifest, args.out, _settings(args, "evaluate"),
+    out = import_official_checkpoint(args.checkpoint, args.manifest, args.out, stage_settings_from_args(args, "evaluate"),
                                      code_version=args.code_version)
     print(f"{out}: {args.checkpoint} as a uniego student checkpoint")
 
@@ -92,7 +80,7 @@ def cmd_clips(args):
     from uniego.clips import build_clip_cache
     from uniego.config import ClipSettings, from_dict
 
-    settings = from_dict(ClipSettings, _settings(args, "clips", view=args.view), where="clips")
+    settings = from_dict(ClipSettings, stage_settings_from_args(args, "clips", view=args.view), where="clips")
     build_clip_cache(args.manifest, args.view, args.out, settings, workers=args.workers, code_version=args.code_version,
                      temporal_views=args.temporal_views)
 
@@ -101,7 +89,7 @@ def cmd_extract(args):
     from uniego.config import TeacherSettings, from_dict
     from uniego.extract import extract
 
-    s = _settings(args, "extract", teacher=args.teacher)
+    s = stage_settings_from_args(args, "extract", teacher=args.teacher)
     teacher = from_dict(TeacherSettings, s["teacher"], where=f"teachers.{args.teacher}")
     if teacher.key != args.teacher:
         raise UniegoError(f"--teacher {args.teacher} but the settings are for {teacher.key}", stage="extract")
@@ -122,7 +110,7 @@ def cmd_extract(args):
 def cmd_train_teacher(args):
     from uniego.task_teacher import train_task_teacher
 
-    s = _settings(args, "train_teacher", teacher=args.teacher)
+    s = stage_settings_from_args(args, "train_teacher", teacher=args.teacher)
     if s["teacher"]["key"] != args.teacher:
         raise UniegoError(f"--teacher {args.teacher} but the settings are for {s['teacher']['key']}", stage="train_teacher")
     train_task_teacher(args.manifest, _pairs(args.clips), args.out, s, compute=_compute(args), code_version=args.code_version)
@@ -136,7 +124,7 @@ def _compute(args):
 def cmd_train_proxy(args):
     from uniego.proxy import train_proxy
 
-    s = _settings(args, "train_proxy", teacher=args.teacher)
+    s = stage_settings_from_args(args, "train_proxy", teacher=args.teacher)
     if s["teacher"] != args.teacher:
         raise UniegoError(f"--teacher {args.teacher} but the settings are for {s['teacher']}", stage="level1")
     train_proxy(args.manifest, args.clips, args.features, args.out, s, compute=_compute(args), code_version=args.code_version)
@@ -145,7 +133,7 @@ def cmd_train_proxy(args):
 def cmd_proxy_outputs(args):
     from uniego.proxy import export_proxy_outputs
 
-    s = _settings(args, "proxy_outputs")
+    s = stage_settings_from_args(args, "proxy_outputs")
     export_proxy_outputs(args.manifest, args.clips, args.proxy, args.out, s, compute=_compute(args), code_version=args.code_version)
 
 
@@ -156,7 +144,7 @@ def _pairs(items) -> dict:
 def cmd_merge(args):
     from uniego.level2 import run_merge
 
-    run_merge(args.manifest, args.clips, _pairs(args.proxies), args.strategy, args.out, _settings(args, "merge"),
+    run_merge(args.manifest, args.clips, _pairs(args.proxies), args.strategy, args.out, stage_settings_from_args(args, "merge"),
               compute=_compute(args), code_version=args.code_version,
               outputs=_pairs(args.proxy_outputs) if args.proxy_outputs else None)
 
@@ -164,22 +152,23 @@ def cmd_merge(args):
 def cmd_spd(args):
     from uniego.level2 import run_spd
 
-    run_spd(args.manifest, args.clips, args.init, _pairs(args.outputs), args.out, _settings(args, "spd"),
+    run_spd(args.manifest, args.clips, args.init, _pairs(args.outputs), args.out, stage_settings_from_args(args, "spd"),
             compute=_compute(args), code_version=args.code_version)
 
 
 def cmd_baseline(args):
     from uniego.baselines import run_baseline
 
-    run_baseline(args.name, args.manifest, args.clips, _pairs(args.features), args.out, _settings(args, "baseline"),
+    run_baseline(args.name, args.manifest, args.clips, _pairs(args.features), args.out, stage_settings_from_args(args, "baseline"),
                  compute=_compute(args), code_version=args.code_version)
 
 
 def cmd_evaluate(args):
     from uniego.evaluate import evaluate_recognition
 
-    r = evaluate_recognition(args.manifest, args.clips, args.model, args.out, _settings(args, "evaluate"),
-                             compute=_compute(args), name=args.name, retrieval_out=args.retrieval_out)
+    r = evaluate_recognition(args.manifest, args.clips, args.model, args.out, stage_settings_from_args(args, "evaluate"),
+                             compute=_compute(args), name=args.name, retrieval_out=args.retrieval_out,
+                             code_version=args.code_version)
     print(f"{r['model']}: top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}  ({r['n']} test clips, {r['views']} views)")
     if "retrieval" in r:
         m, r1 = r["retrieval"]["mAP"], r["retrieval"]["R@1"]
@@ -189,7 +178,7 @@ def cmd_evaluate(args):
 def cmd_sessions(args):
     from uniego.sessions import build_sessions, write_sessions
 
-    s = _settings(args, "manifest")
+    s = stage_settings_from_args(args, "manifest")
     table, classes = build_sessions(s, s["dataset"], args.labels)
     write_sessions(table, classes, args.out, extra={"dataset": s["dataset"], "kind": "sessions", "code_version": args.code_version})
     print(f"{args.out}: {len(table)} sessions, {int(table.n_frames.sum())} frames, {len(classes)} classes")
@@ -198,21 +187,21 @@ def cmd_sessions(args):
 def cmd_session_clips(args):
     from uniego.sessions import build_window_cache
 
-    build_window_cache(args.sessions, args.out, _settings(args, "session_clips"), workers=args.workers,
+    build_window_cache(args.sessions, args.out, stage_settings_from_args(args, "session_clips"), workers=args.workers,
                        code_version=args.code_version)
 
 
 def cmd_dense_features(args):
     from uniego.segmentation import dense_features
 
-    dense_features(args.sessions, args.windows, args.model, args.out, _settings(args, "evaluate"),
+    dense_features(args.sessions, args.windows, args.model, args.out, stage_settings_from_args(args, "evaluate"),
                    compute=_compute(args), code_version=args.code_version)
 
 
 def cmd_cka(args):
     from uniego.analysis import cka_analysis
 
-    s = _settings(args, "cka")
+    s = stage_settings_from_args(args, "cka")
     r = cka_analysis(args.manifest, _pairs(args.features), _pairs(args.proxy_outputs), args.out, args.png,
                      max_samples=s["analysis"]["cka_samples"], seed=s["seed"])
     print(f"mean pairwise CKA: teachers {r['mean_offdiagonal_teachers']:.3f}, proxies {r['mean_offdiagonal_proxies']:.3f} "
@@ -236,7 +225,7 @@ def cmd_conflict(args):
 def cmd_segment(args):
     from uniego.segmentation import train_and_score
 
-    r = train_and_score(args.sessions, args.features, args.out, _settings(args, "segment"), name=args.name,
+    r = train_and_score(args.sessions, args.features, args.out, stage_settings_from_args(args, "segment"), name=args.name,
                         compute=_compute(args), code_version=args.code_version)
     print(f"{r['model']}: F1@10/25/50 {r['F1@10']:.1f}/{r['F1@25']:.1f}/{r['F1@50']:.1f}  Edit {r['Edit']:.1f}  "
           f"Acc {r['Acc']:.1f}  ({r['test_videos']} test videos)")

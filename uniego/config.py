@@ -117,7 +117,8 @@ def _cross_checks(config: dict) -> list[str]:
             where = f"datasets.{name}.overrides.teachers.{key}" if key in ds.get("overrides", {}).get("teachers", {}) else f"teachers.{key}"
             arch = ARCHS.get(t.get("arch"))
             if arch is None:
-                problems.append(f"{where}.arch: unknown architecture {t.get('arch')!r}; known for {key}: {', '.join(sorted(a for a, s in ARCHS.items() if s.family == TEACHERS[key].family))}")
+                known = sorted(a for a, s in ARCHS.items() if s.family == TEACHERS[key].family)
+                problems.append(f"{where}.arch: unknown architecture {t.get('arch')!r}; known for {key}: {', '.join(known)}")
             elif arch.family != TEACHERS[key].family:
                 problems.append(f"{where}.arch: {t['arch']!r} is a {arch.family} architecture but teacher {key} needs {TEACHERS[key].family}")
             elif t.get("finetune") and arch.family not in ("timesformer", "stgcn"):
@@ -340,8 +341,60 @@ def from_dict(cls, data: dict, *, where: str):
         raise UniegoError(f"{where}: {e}", stage="config") from None
 
 
+def module_files(name: str, root: Path, *, whole: bool = False) -> list[Path]:
+    """The source file of uniego module `name`; for a package its `__init__.py`, or with
+    `whole` all of its files."""
+    head, *parts = name.split(".")
+    path = root.joinpath(*parts)
+    if head != "uniego":
+        return []
+    if path.is_dir():
+        return sorted(path.rglob("*.py")) if whole else [path / "__init__.py"]
+    return [path.with_suffix(".py")] if path.with_suffix(".py").is_file() else []
+
+
+def module_imports(file: Path, root: Path) -> set[str]:
+    """The uniego modules a source file under `root` (the uniego package folder) imports, at the
+    top or inside functions."""
+    import ast
+
+    names = set()
+    package = ".".join(("uniego", *file.relative_to(root).with_suffix("").parts))
+    if file.name == "__init__.py":
+        package = package.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(file.read_text(), filename=str(file))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                anchor = package.split(".")[: len(package.split(".")) - node.level + (file.name == "__init__.py")]
+                base = ".".join(anchor + ([base] if base else []))
+            for a in node.names:   # `from uniego.pkg import x`: module x, or a name defined in uniego.pkg
+                names.add(f"{base}.{a.name}" if module_files(f"{base}.{a.name}", root, whole=False) else base)
+    return {n for n in names if n.split(".")[0] == "uniego"}
+
+
+def code_files(*modules: str) -> list[Path]:
+    """The source files of `modules` and of every uniego module they import, transitively."""
+    root = Path(__file__).resolve().parent
+    seen, todo = set(), []
+    for name in modules:
+        files = module_files(name, root, whole=True)
+        if not files:
+            raise ValueError(f"code_version: {name!r} is not a uniego module or package")
+        todo += files
+    while todo:
+        f = todo.pop()
+        if f not in seen:
+            seen.add(f)
+            todo.extend(g for m in module_imports(f, root) for g in module_files(m, root, whole=False))
+    return sorted(seen)
+
+
 def code_version(*modules: str) -> str:
-    """sha256 (12 hex) of the source files of the given uniego modules or packages.
+    """sha256 (12 hex) of the source files of the given uniego modules or packages and of
+    every uniego module they import (followed through the source, lazy imports included).
 
     Rules pass it through `params:` so that editing the code a rule runs reruns that rule
     (Snakemake's own code trigger only sees the shell line). Files are found without importing
@@ -349,18 +402,9 @@ def code_version(*modules: str) -> str:
     """
     root = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for name in sorted(modules):
-        head, *parts = name.split(".")
-        path = root.joinpath(*parts)
-        if head != "uniego" or not (path.is_dir() or path.with_suffix(".py").is_file()):
-            raise ValueError(f"code_version: {name!r} is not a uniego module or package")
-        if path.is_dir():
-            files, base = sorted(path.rglob("*.py")), path.parent
-        else:
-            files, base = [path.with_suffix(".py")], path.parent
-        for f in files:
-            h.update(str(f.relative_to(base)).encode())
-            h.update(f.read_bytes())
+    for f in code_files(*modules):
+        h.update(str(f.relative_to(root.parent)).encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
 

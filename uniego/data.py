@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from uniego.cache import _zarr, open_store, strings
+from uniego.cache import open_store, strings, zarr_module
 from uniego.config import StudentSettings
 from uniego.errors import UniegoError
 from uniego.student import MEAN, STD, student_norm
@@ -43,7 +43,7 @@ class ClipSource:
 
     def __getitem__(self, i: int) -> np.ndarray:
         if self._frames is None:  # opened per worker process
-            self._frames = _zarr().open_group(self.path, mode="r", use_consolidated=False)["frames"]
+            self._frames = zarr_module().open_group(self.path, mode="r", use_consolidated=False)["frames"]
         if self.temporal_view is None:
             return np.asarray(self._frames[int(self.rows[i])])
         return np.asarray(self._frames[int(self.rows[i]), self.temporal_view])

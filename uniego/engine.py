@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import sys
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +24,13 @@ from torch.utils.data import DataLoader
 from uniego import distributed
 from uniego.cache import fingerprint
 from uniego.config import TrainSettings
+from uniego.device import autocast_for
+from uniego.io import atomic_torch_save
 
 
-def _identity(x):
-    return x
+def whole_batches(batch):
+    """DataLoader collate_fn for datasets whose items are already batches (batch_size=None)."""
+    return batch
 
 
 @contextmanager
@@ -143,8 +146,7 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
                 log_path.unlink(missing_ok=True)
     if start == 0 and rank == 0:
         log_path.unlink(missing_ok=True)
-    amp = torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16) \
-        if device.type == "cuda" and precision != "fp32" else nullcontext()
+    amp = autocast_for(device, precision)
     kill_after = int(os.environ.get("UNIEGO_TEST_KILL_AFTER_EPOCHS", "0"))  # test hook: SIGKILL self
     with cpu_threads_beside(workers, device):
         for epoch in range(start, settings.epochs):
@@ -153,7 +155,7 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
                 group["lr"] = lr
             batches = epoch_batches(n, settings.batch_size, seed=seed, epoch=epoch)
             mine = distributed.rank_part(batches, rank, world, where=desc)
-            loader = DataLoader(make_epoch_dataset(mine, epoch), batch_size=None, collate_fn=_identity,
+            loader = DataLoader(make_epoch_dataset(mine, epoch), batch_size=None, collate_fn=whole_batches,
                                 num_workers=workers, pin_memory=device.type == "cuda")
             model.train()
             sums: dict[str, float] = {}
@@ -184,10 +186,8 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
                 with open(log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
                 print(f"[{desc}] " + _epoch_line(record, settings.epochs), file=sys.stderr, flush=True)
-                tmp = ckpt_path.with_suffix(".pt.partial")
-                torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "rng": torch.get_rng_state(), "fingerprint": fp}, tmp)
-                os.replace(tmp, ckpt_path)
+                atomic_torch_save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                   "rng": torch.get_rng_state(), "fingerprint": fp}, ckpt_path)
             distributed.barrier()
             if kill_after and epoch + 1 >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)

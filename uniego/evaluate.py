@@ -13,8 +13,8 @@ import numpy as np
 
 from uniego.config import ComputeSettings, parse_student
 from uniego.data import ClipSource
+from uniego.device import resolve_device
 from uniego.errors import UniegoError
-from uniego.extract import resolve_device
 from uniego.io import atomic_write_json
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.metrics import per_class_accuracy, retrieval_scores, topk_accuracy
@@ -32,7 +32,7 @@ def merge_summary(meta: dict) -> dict:
 
 def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settings: dict, *,
                          compute: ComputeSettings = ComputeSettings(), name: str = "",
-                         retrieval_out: str | None = None) -> dict:
+                         retrieval_out: str | None = None, code_version: str = "") -> dict:
     student, crops = parse_student(settings["student"]), settings["eval"]["spatial_crops"]
     temporal = settings["eval"].get("temporal_clips", 1)
     table, classes = read_manifest(manifest)
@@ -54,7 +54,7 @@ def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settin
     result = {"model": name or Path(model).stem, "checkpoint": str(model), "top1": topk_accuracy(logits, y, 1),
               "top5": topk_accuracy(logits, y, 5), "n": int(len(rows)), "views": f"{temporal}x{len(views)}",
               "method": obj["meta"].get("method") or obj["meta"].get("kind"), "seed": obj["meta"].get("seed"),
-              "per_class": dict(zip(classes, per_class_accuracy(logits, y, len(classes))))}
+              "per_class": dict(zip(classes, per_class_accuracy(logits, y, len(classes)))), "code_version": code_version}
     if obj["meta"].get("kind") == "merged":
         result["merge"] = merge_summary(obj["meta"])
     if retrieval_out:

@@ -12,15 +12,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from uniego.cache import ArraySpec, StoreWriter, _zarr, chunk_samples_for, open_store, strings
+from uniego.cache import ArraySpec, StoreWriter, chunk_samples_for, open_store, strings, zarr_module
 from uniego.config import ComputeSettings, TeacherSettings
+from uniego.device import autocast_for, resolve_device
 from uniego.errors import UniegoError
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.teachers import build_teacher
@@ -34,7 +34,7 @@ class _TeacherInputs(Dataset):
         self.groups = None
 
     def _open(self):
-        zarr = _zarr()
+        zarr = zarr_module()
         if self.groups is None:
             self.groups = {v: zarr.open_group(p, mode="r", use_consolidated=False) for v, p in self.paths.items()}
         return self.groups
@@ -70,21 +70,6 @@ def task_teacher_meta(path: str | Path, key: str, manifest_sha: str) -> dict:
         raise UniegoError(f"task teacher {path} was trained on another manifest; retrain it", stage="extract")
     return {"checkpoint": str(path), "init_weights": meta["init_weights"], "val_top1": meta["val_top1"],
             "epochs": meta["train"]["epochs"], "code_version": meta["code_version"]}
-
-
-def resolve_device(compute: ComputeSettings) -> torch.device:
-    if compute.device == "cuda" or (compute.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UniegoError("compute.device is cuda but no GPU is visible", stage="extract")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # under torchrun: this rank's GPU
-    return torch.device("cpu")
-
-
-def autocast_for(device: torch.device, precision: str):
-    if device.type != "cuda" or precision == "fp32":
-        return nullcontext()
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast("cuda", dtype=dtype)
 
 
 def extract(manifest: str | Path, clip_stores: dict[str, str], out: str | Path, teacher_settings: TeacherSettings, *,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uniego.cache import _zarr, strings
+from uniego.cache import strings, zarr_module
 from uniego.errors import UniegoError
 
 SKIP_ATTRS = ("classes",)
@@ -18,7 +18,7 @@ def _stored_bytes(path: Path) -> int:
 
 
 def describe(path: str | Path, *, max_samples_for_stats: int = 100_000) -> dict:
-    zarr = _zarr()
+    zarr = zarr_module()
     path = Path(path)
     if not path.exists():
         raise UniegoError(f"{path} does not exist", stage="inspect")

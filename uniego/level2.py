@@ -11,17 +11,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from uniego import __version__
+from uniego import __version__, distributed
 from uniego.cache import read_array
 from uniego.config import ComputeSettings, TrainSettings, parse_student, parse_train
 from uniego.data import ClipBatches, ClipSource, probe_batch
+from uniego.device import resolve_device
 from uniego.engine import epoch_history, train
 from uniego.errors import UniegoError
-from uniego.extract import resolve_device
+from uniego.io import atomic_torch_save
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.merge import MergeWeights, blend, stack_states
 from uniego.metrics import topk_accuracy
-from uniego.io import atomic_torch_save
 from uniego.proxy import encoder_from_checkpoint, load_proxy, predict
 from uniego.spd import select_proxies, spd_loss
 from uniego.teachers.registry import get_teacher
@@ -167,8 +167,12 @@ class SPDTask:
             self.counts += sel.sum(0).float().cpu()
             self.class_counts.index_add_(0, y.cpu(), sel.float().cpu())
             self.samples += len(y)
+        distilled = None
+        if s["normalize"] == "official":  # the global batch's count of distilled samples, per rank
+            count, ranks = distributed.total((sel.sum(1) > 0).sum())
+            distilled = max(count, 1) / ranks
         out = spd_loss(u, z, h_p, z_p, y, sel, beta_feat=s["beta_feat"], beta_logit=s["beta_logit"], beta_cls=s["beta_cls"],
-                       tau=s["tau"], normalize=s["normalize"])
+                       tau=s["tau"], normalize=s["normalize"], distilled=distilled)
         return out, s["beta_cls"] * F.cross_entropy(z, y)
 
     def step(self, batch: dict) -> dict:

@@ -51,43 +51,6 @@ def validate_rows(table: pd.DataFrame, classes: list[str], *, source: str, check
         raise UniegoError("bad annotations:\n  " + "\n  ".join(shown), stage="manifest")
 
 
-def build_demo_manifest(root: str | Path, dataset: str) -> tuple[pd.DataFrame, list[str]]:
-    """Manifest rows from the demo dataset's annotations.csv (paths made relative to the cwd)."""
-    root = Path(root)
-    ann = root / "annotations.csv"
-    classes_file = root / "classes.txt"
-    for f in (ann, classes_file):
-        if not f.is_file():
-            raise UniegoError(f"{f} does not exist: generate the demo data first (`uniego demo-data` or "
-                              "`snakemake --cores all`)", stage="manifest")
-    classes = [c for c in classes_file.read_text().splitlines() if c]
-    table = pd.read_csv(ann, dtype={"sample_id": str, "split": str, "class_name": str})
-    missing = [c for c in ("sample_id", "split", "class_name", "ego_video", "exo_video", "start", "end", "skeleton")
-               if c not in table.columns]
-    if missing:
-        raise UniegoError(f"{ann}: missing column(s) {', '.join(missing)}", stage="manifest")
-    for col in ("ego_video", "exo_video", "skeleton"):
-        table[col] = [str(root / p) if isinstance(p, str) else p for p in table[col]]
-    validate_rows(table, classes, source=str(ann))
-    table["label"] = [classes.index(c) for c in table.class_name]
-    table["dataset"] = dataset
-    return table[COLUMNS].reset_index(drop=True), classes
-
-
-def build_manifest(spec: dict, ds: str, *, check_files: bool = True):
-    """`datasets.<ds>` -> the adapter's validated rows (`uniego.datasets.Built`)."""
-    from uniego import datasets
-
-    built = datasets.build(spec, ds)
-    if built.table.empty:
-        raise UniegoError(f"datasets.{ds}: the {spec['adapter']} adapter found no clips in {spec['root']}", stage="manifest")
-    validate_rows(built.table, built.classes, source=f"{spec['adapter']} annotations under {spec['root']}", csv_rows=False,
-                  check_files=check_files)
-    built.table["label"] = [built.classes.index(c) for c in built.table.class_name]
-    built.table = built.table[COLUMNS].reset_index(drop=True)
-    return built
-
-
 def write_manifest(table: pd.DataFrame, classes: list[str], path: str | Path, *, extra: dict | None = None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -14,9 +14,9 @@ from uniego import __version__
 from uniego.cache import ArraySpec, StoreWriter, open_store, read_array
 from uniego.config import ComputeSettings, Level1Settings, StudentSettings, from_dict, parse_student, parse_train
 from uniego.data import ClipBatches, ClipSource
-from uniego.engine import _identity, train
+from uniego.device import resolve_device
+from uniego.engine import train, whole_batches
 from uniego.errors import UniegoError
-from uniego.extract import resolve_device
 from uniego.io import atomic_torch_save
 from uniego.losses import proxy_loss
 from uniego.manifest import manifest_sha256, read_manifest
@@ -123,7 +123,7 @@ def predict(encoder, source: ClipSource, student: StudentSettings, *, device, ba
     """CLS features [N, D] and logits [N, C] on a deterministic eval view, in source order."""
     batches = [np.arange(i, min(i + batch_size, len(source))) for i in range(0, len(source), batch_size)]
     loader = DataLoader(ClipBatches(source, np.zeros(len(source), np.int64), student, batches, epoch=0, seed=0, train=False,
-                                    crop=crop), batch_size=None, collate_fn=_identity, num_workers=workers)
+                                    crop=crop), batch_size=None, collate_fn=whole_batches, num_workers=workers)
     encoder.eval().to(device)
     feats, logits = [], []
     for batch in loader:

@@ -118,6 +118,11 @@ def probe_section(items: list[str]) -> list[str]:
     head = "| teacher | view | stand-in trained by | " + " | ".join(f"seed {s}" if s is not None else "top-1" for s in seeds)
     head += " | mean | sd |" if len(seeds) > 1 else " |"
     lines = [head, "|---|---|---|" + "---:|" * (len(seeds) + (2 if len(seeds) > 1 else 0))]
+    for s in seeds:
+        if set(runs[s]["teachers"]) != set(first["teachers"]):
+            raise UniegoError(f"the linear probes of seed {s} cover teachers {sorted(runs[s]['teachers'])}, the "
+                              f"first seed's {sorted(first['teachers'])}: rerun every seed with one config",
+                              stage="report")
     for t, r in first["teachers"].items():
         v = [runs[s]["teachers"][t]["top1"] for s in seeds]
         how = r.get("trained_on") or ("the task's train split" if "teachers/" in str(r.get("weights")) else
@@ -182,12 +187,16 @@ def exo_cue_section(classes: list[str], runs: dict, probe_items: list[str]) -> l
             if unknown:
                 raise UniegoError(f"analysis.exo_cue_classes names {unknown}, which are not classes of the "
                                   f"dataset ({', '.join(by_model[m]['per_class'])})", stage="report")
+            empty = [c for c in classes if by_model[m]["per_class"][c] is None]
+            if empty:
+                raise UniegoError(f"analysis.exo_cue_classes names {empty}, which have no test clip in seed {s}: "
+                                  "choose classes present in the test split", stage="report")
     probes = [json.loads(Path(files[0]).read_text()) for files in parse_runs(probe_items).values()]
     exo = [t for t, r in probes[0]["teachers"].items() if r.get("view") in ("exo", "skeleton")] if probes else []
 
     def probe_mean(t, c):
-        vals = [p["teachers"][t]["per_class"][p["classes"].index(c)] for p in probes]
-        return statistics.fmean(v for v in vals if v is not None)
+        vals = [v for p in probes if (v := p["teachers"][t]["per_class"][p["classes"].index(c)]) is not None]
+        return statistics.fmean(vals) if vals else float("nan")
 
     best = max(exo, key=lambda t: statistics.fmean(probe_mean(t, c) for c in classes)) if exo else None
     cols = list(EXO_CUE_MODELS) + ([f"probe of {best}"] if best else [])

@@ -183,9 +183,9 @@ def _diff_checkpoint(a: Path, b: Path, rtol: float) -> list[str]:
 
 
 def _diff_store(a: Path, b: Path, rtol: float) -> list[str]:
-    from uniego.cache import VOLATILE_ATTRS, _zarr
+    from uniego.cache import VOLATILE_ATTRS, zarr_module
 
-    zarr = _zarr()
+    zarr = zarr_module()
     ga = zarr.open_group(str(a), mode="r", use_consolidated=False)
     gb = zarr.open_group(str(b), mode="r", use_consolidated=False)
     strip = lambda g: {k: v for k, v in g.attrs.items() if k not in VOLATILE_ATTRS + ("environment",)}  # noqa: E731

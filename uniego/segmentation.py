@@ -20,9 +20,9 @@ import torch
 from uniego.cache import ArraySpec, StoreWriter, open_store, read_array, strings
 from uniego.config import ComputeSettings, TrainSettings, parse_student
 from uniego.data import ClipSource
+from uniego.device import resolve_device
 from uniego.engine import train
 from uniego.errors import UniegoError
-from uniego.extract import resolve_device
 from uniego.io import atomic_write_json
 from uniego.manifest import manifest_sha256
 from uniego.metrics import segmentation_scores

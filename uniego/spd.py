@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from uniego import distributed
 from uniego.losses import cosine_distance, kl_to_student
 
 MODES = ("topk", "all", "ego_exo")
@@ -61,7 +60,7 @@ def select_proxies(proxy_logits: torch.Tensor, labels: torch.Tensor, k: int, *, 
 
 def spd_loss(h_u: torch.Tensor, z_u: torch.Tensor, h_p: torch.Tensor, z_p: torch.Tensor, labels: torch.Tensor,
              selected: torch.Tensor, *, beta_feat: float, beta_logit: float, beta_cls: float, tau: float = 1.0,
-             normalize: str = "paper") -> dict[str, torch.Tensor]:
+             normalize: str = "paper", distilled: float | None = None) -> dict[str, torch.Tensor]:
     """Eq. 5-6.
 
     h_u [B, D], z_u [B, C]: the student's feature and logits; h_p [R, B, D], z_p [R, B, C]: the
@@ -70,7 +69,9 @@ def spd_loss(h_u: torch.Tensor, z_u: torch.Tensor, h_p: torch.Tensor, z_p: torch
         L_distill(i) = sum_{r in S_i} (beta_feat (1 - cos(h_u,i, h_r,i)) + beta_logit KL(p_r,i || p_u,i)) / |S_i|
     Eq. 6: L = mean_i beta_cls CE(z_u,i, y_i) + (1/N) sum_i 1[S_i != {}] L_distill(i)
     normalize "official" divides the distillation sum by the number of samples with a
-    non-empty S_i instead of N (the official code, per micro-batch).
+    non-empty S_i instead of N (the official code, per micro-batch); `distilled` overrides that
+    count (a data-parallel caller passes the global batch's count over the world size, as the
+    official code's all-reduce does). The function itself stays pure: no communication.
     Returns {"loss", "cls_loss", "feat_loss", "logit_loss", "distilled"}.
     """
     B = h_u.shape[0]
@@ -86,9 +87,8 @@ def spd_loss(h_u: torch.Tensor, z_u: torch.Tensor, h_p: torch.Tensor, z_p: torch
         raise ValueError("normalize must be 'paper' or 'official'")
     if normalize == "paper":
         denom = B
-    else:  # the batch's count; under data parallelism the global batch's, per rank (see uniego.distributed)
-        count, ranks = distributed.total(has.sum())
-        denom = max(count, 1) / ranks
+    else:  # the batch's count of distilled samples, or the caller's (data parallelism)
+        denom = distilled if distilled is not None else max(float(has.sum()), 1.0)
     feat_loss = feat_i.sum() / denom
     logit_loss = logit_i.sum() / denom
     cls = F.cross_entropy(z_u, labels)

@@ -121,7 +121,7 @@ def import_official_checkpoint(path: str, manifest: str, out: str, settings: dic
     from uniego.config import parse_student
     from uniego.io import atomic_torch_save
     from uniego.manifest import manifest_sha256, read_manifest
-    from uniego.teachers.build import file_sha256
+    from uniego.teachers.base import file_sha256
 
     student = parse_student(settings["student"])
     _, classes = read_manifest(manifest)

@@ -49,9 +49,8 @@ def model_names(teachers: list[str], ablations: list[str]) -> list[str]:
 def list_targets(config: dict, datasets: list[str] | None = None) -> list[tuple[str, str]]:
     """(path, what) of every file target of `datasets` (default: every dataset of the config)."""
     from uniego.config import dataset_config, dataset_names
-    from uniego.teachers.registry import TEACHERS
-
     from uniego.datasets import has_sessions
+    from uniego.teachers.registry import TEACHERS
 
     out = []
     for ds in datasets or dataset_names(config):

@@ -25,15 +25,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from uniego import __version__
-from uniego.cache import _zarr, open_store, strings
+from uniego.cache import open_store, strings, zarr_module
 from uniego.config import ComputeSettings, TeacherSettings, from_dict, parse_train
 from uniego.data import make_view
-from uniego.engine import _identity, train
+from uniego.device import autocast_for, resolve_device
+from uniego.engine import train, whole_batches
 from uniego.errors import UniegoError
-from uniego.extract import autocast_for, resolve_device
+from uniego.io import atomic_torch_save
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.metrics import topk_accuracy
-from uniego.io import atomic_torch_save
 from uniego.teachers import build_teacher
 
 TRAINABLE_FAMILIES = ("timesformer", "stgcn")
@@ -76,7 +76,7 @@ class TeacherBatches(Dataset):
 
     def _sample(self, r: int) -> dict:
         if self.groups is None:  # opened per worker process
-            self.groups = {v: _zarr().open_group(p, mode="r", use_consolidated=False) for v, p in self.paths.items()}
+            self.groups = {v: zarr_module().open_group(p, mode="r", use_consolidated=False) for v, p in self.paths.items()}
         raw = {}
         for view, g in self.groups.items():
             if view == "skeleton":
@@ -125,7 +125,7 @@ def evaluate_teacher(model: TaskTeacher, clip_stores, rows, labels, *, device, p
     data = TeacherBatches(clip_stores, rows, labels, model.teacher, None, batches, epoch=0, seed=0, train=False)
     model.eval().to(device)
     out = []
-    for batch in DataLoader(data, batch_size=None, collate_fn=_identity, num_workers=workers):
+    for batch in DataLoader(data, batch_size=None, collate_fn=whole_batches, num_workers=workers):
         with autocast_for(device, precision):
             out.append(model({k: v.to(device) for k, v in batch.items()}).float().cpu())
     return torch.cat(out).numpy()

@@ -129,7 +129,7 @@ def read_skeleton(path: str, sample_id: str, start: float, end: float, num: int,
     if path is None:
         raise UniegoError(f"sample {sample_id} has no skeleton file: this dataset has no body-pose source. The exo_skl "
                           "and exo_skego teachers need per-clip keypoints: set datasets.<ds>.options.skeletons to a "
-                          "folder of <sample_id>.npz files (README \"Skeletons\"), or leave those teachers out of "
+                          "folder of <sample_id>.npz files (docs/datasets.md, \"Skeletons\"), or leave those teachers out of "
                           "level1.teachers", stage=stage)
     if not os.path.isfile(path):
         raise UniegoError(f"skeleton file {path} (sample {sample_id}) does not exist; the exo_skl and exo_skego "

@@ -15,24 +15,10 @@ protocol where a dataset's views do not all cover every segment) or an error (`u
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from uniego.datasets.common import Built
 from uniego.errors import UniegoError
-
-if TYPE_CHECKING:  # pandas is imported where rows are built: Snakemake imports this module to plan the DAG
-    import pandas as pd
-
-
-@dataclass
-class Built:
-    table: pd.DataFrame
-    classes: list[str]
-    unpaired: list[str] = field(default_factory=list)        # ego clips without an exo partner (by id)
-    dropped: dict[str, list[str]] = field(default_factory=dict)  # other rows left out: reason -> ids
-    sources: list[str] = field(default_factory=list)         # the annotation files read
 
 
 def adapters() -> dict:
@@ -122,38 +108,15 @@ def build(spec: dict, ds: str) -> Built:
     return built
 
 
-def skeleton_file(folder: str | None, sample_id: str) -> str | None:
-    """Per-clip keypoints: `<folder>/<sample_id>.npz` (see README "Skeletons")."""
-    return None if folder is None else os.path.join(folder, f"{sample_id}.npz")
+def build_manifest(spec: dict, ds: str, *, check_files: bool = True):
+    """`datasets.<ds>` -> the adapter's validated rows, labelled, in the manifest's columns."""
+    from uniego.manifest import COLUMNS, validate_rows
 
-
-def require_columns(table: pd.DataFrame, columns, source) -> None:
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise UniegoError(f"{source}: missing field(s) {', '.join(missing)} (has: {', '.join(map(str, table.columns))})",
-                          stage="manifest")
-
-
-def require_keys(obj: dict, keys, where: str) -> None:
-    if not isinstance(obj, dict):
-        raise UniegoError(f"{where}: expected an object, found {type(obj).__name__}", stage="manifest")
-    missing = [k for k in keys if k not in obj]
-    if missing:
-        raise UniegoError(f"{where}: missing field(s) {', '.join(missing)} (has: {', '.join(map(str, obj))})",
-                          stage="manifest")
-
-
-def read_json(path: Path):
-    import json
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise UniegoError(f"cannot read {path}: {type(e).__name__}: {e}", stage="manifest") from None
-
-
-def rows_frame(rows: list[dict]) -> pd.DataFrame:
-    import pandas as pd
-
-    from uniego.manifest import COLUMNS
-    cols = [c for c in COLUMNS if c != "dataset"]
-    return pd.DataFrame(rows, columns=cols)
+    built = build(spec, ds)
+    if built.table.empty:
+        raise UniegoError(f"datasets.{ds}: the {spec['adapter']} adapter found no clips in {spec['root']}", stage="manifest")
+    validate_rows(built.table, built.classes, source=f"{spec['adapter']} annotations under {spec['root']}", csv_rows=False,
+                  check_files=check_files)
+    built.table["label"] = [built.classes.index(c) for c in built.table.class_name]
+    built.table = built.table[COLUMNS].reset_index(drop=True)
+    return built

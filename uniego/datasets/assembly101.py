@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uniego.datasets import Built, require_columns, rows_frame, skeleton_file
+from uniego.datasets.common import Built, require_columns, rows_frame, skeleton_file
 from uniego.errors import UniegoError
 
 VERBS = ["pick up", "put down", "inspect", "rotate", "unscrew", "position", "screw", "remove", "position screw on",

@@ -69,8 +69,7 @@ def clip_keypoints(frames: dict, cam: str, start: float, end: float, fps: float)
 
 def write_body_pose(spec: dict, ds: str, out: str | Path) -> Path:
     """Write `<out>/<sample_id>.npz` for every clip of the ee4d dataset `spec`; all or nothing."""
-    from uniego.datasets import adapter_options
-    from uniego.datasets import egoexo4d
+    from uniego.datasets import adapter_options, egoexo4d
     from uniego.video import open_video
 
     if spec["adapter"] != "ee4d":

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from uniego.datasets import Built, read_json, require_keys, rows_frame, skeleton_file
+from uniego.datasets.common import Built, read_json, require_keys, rows_frame, skeleton_file
 from uniego.errors import UniegoError
 
 DEFAULTS = {
@@ -30,7 +30,7 @@ DEFAULTS = {
     "exo_stream": "0",
     "min_train_count": 1,
     "unpaired": "drop",
-    "skeletons": None,           # a folder of <sample_id>.npz exo keypoints (README "Skeletons")
+    "skeletons": None,           # a folder of <sample_id>.npz exo keypoints (docs/datasets.md, "Skeletons")
     "body_pose": None,           # e.g. annotations/ego_pose: write `skeletons` from Ego-Exo4D's body pose (rule body_pose)
     "body_pose_kinds": ["annotation"],  # subfolders of <body_pose>/<split>/body/ to read, first found wins
 }

@@ -11,14 +11,14 @@ paired is not documented: ego_m (forward-facing) and exo_m (frontal) by default.
 EgoExo-Fitness releases frames; ask its authors for the raw videos and put one video per
 sequence and view where `options.video` says (a template over {key} {actor} {view} {group}).
 It releases no body pose: the exo_skl and exo_skego teachers need a folder of per-clip
-keypoint files (`options.skeletons`, README "Skeletons").
+keypoint files (`options.skeletons`, docs/datasets.md, "Skeletons").
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from uniego.datasets import Built, read_json, require_keys, rows_frame, skeleton_file
+from uniego.datasets.common import Built, read_json, require_keys, rows_frame, skeleton_file
 from uniego.errors import UniegoError
 
 PAPER_CLASSES = ["Clap Jacks", "High Knee", "Jumping Jacks", "Kneeling Right-side Torso Twist", "Kneeling pushing-ups",

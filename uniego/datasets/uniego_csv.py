@@ -14,8 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-from uniego.datasets import Built, rows_frame, skeleton_file
+from uniego.datasets.common import Built, rows_frame, skeleton_file
 from uniego.errors import UniegoError
 
 DEFAULTS = {

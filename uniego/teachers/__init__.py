@@ -10,7 +10,10 @@ __all__ = ["ARCHS", "TEACHERS", "ArchSpec", "TeacherSpec", "Teacher", "build_tea
 
 
 def __getattr__(name):
-    if name in ("Teacher", "build_teacher"):
-        from uniego.teachers import build
-        return getattr(build, name)
+    if name == "Teacher":
+        from uniego.teachers.base import Teacher
+        return Teacher
+    if name == "build_teacher":
+        from uniego.teachers.build import build_teacher
+        return build_teacher
     raise AttributeError(f"module 'uniego.teachers' has no attribute {name!r}")

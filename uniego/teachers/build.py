@@ -1,154 +1,21 @@
-"""The Teacher interface every family implements, weights resolution and `build_teacher`.
+"""`build_teacher`: a configured teacher key -> its family's model, built and loaded.
 
-A Teacher is an nn.Module with:
-  inputs                      clip caches it reads (ego, exo, skeleton)
-  preprocess(sample) -> dict  one sample's cached arrays -> model-ready tensors (runs in workers)
-  forward(batch) -> Tensor    [B, D] or [B, T, D] (per frame), the documented feature
-  provenance() -> dict        JSON-able facts written into the feature store
-"""
+The families (one module each) implement `uniego.teachers.base.Teacher`."""
 
 from __future__ import annotations
 
-import hashlib
 import zlib
-from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from uniego.config import TeacherSettings
 from uniego.errors import UniegoError
-from uniego.teachers.registry import ArchSpec, TeacherSpec, get_arch, get_teacher
-
-
-def frames_to_tensor(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> normalised float [T, 3, size, size] (bicubic, antialiased)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    return (x - m) / s
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def state_sha256(module: nn.Module) -> str:
-    """Hash of the weights actually in the model (covers random init, hub and file weights)."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def load_state_file(path: str | Path, *, key: str) -> dict:
-    """torch.load(weights_only=True) of a teacher checkpoint named in config."""
-    path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a pickle with code, a truncated file, not a checkpoint
-        raise UniegoError(f"teachers.{key}.weights: cannot load {path} safely (weights_only=True): {e}",
-                          stage="extract") from None
-    if not isinstance(obj, dict):
-        raise UniegoError(f"teachers.{key}.weights: {path} holds a {type(obj).__name__}, not a state dict", stage="extract")
-    return obj
-
-
-def strict_load(module: nn.Module, state: dict, source) -> None:
-    from uniego.models.timesformer import _strict_load
-    _strict_load(module, state, source)
-
-
-def standin_training(weights: str) -> dict | None:
-    """What a corpus-trained stand-in checkpoint learned from: its `{weights}.json` sidecar
-    (written by `uniego pretrain`), summarised; None for any other weights."""
-    import json
-
-    side = Path(str(weights) + ".json")
-    if weights == "random" or weights.startswith(("hub:", "import:")) or not side.is_file():
-        return None
-    r = json.loads(side.read_text())
-    return {"objective": r["objective"], "corpus": r["trained_on"], "epochs": sum(1 for h in r["history"] if h["epoch"] > 0),
-            "final": r["history"][-1] if r["history"] else None, "code_version": r.get("code_version", "")}
-
-
-class Teacher(nn.Module):
-    """Base class: holds the spec, architecture, settings and the weights identity."""
-
-    def __init__(self, spec: TeacherSpec, arch: ArchSpec, settings: TeacherSettings):
-        super().__init__()
-        self.spec, self.arch, self.settings = spec, arch, settings
-        self.inputs = spec.inputs
-        self.pooling = settings.pooling or arch.pooling
-        if self.pooling not in arch.poolings:
-            raise UniegoError(f"teachers.{spec.key}.pooling: {self.pooling!r} is not available for {arch.name} "
-                              f"(choose from {', '.join(arch.poolings)})", stage="config")
-        self.input_size = settings.input_size or arch.input_size
-        self.weights_file_sha256: str | None = None
-
-    @property
-    def feature_dim(self) -> int:
-        return self.arch.feature_dim
-
-    def weights_kind(self) -> str:
-        """'random' | 'hub' | 'file' (a file must exist; its sha256 is recorded)."""
-        w = self.settings.weights
-        if w == "random":
-            return "random"
-        if w.startswith("hub:"):
-            return "hub"
-        if not Path(w).is_file():
-            raise UniegoError(f"teachers.{self.spec.key}.weights: file {w} does not exist. Give a local checkpoint, "
-                              "`hub:<name>`, or `random`.", stage="extract")
-        self.weights_file_sha256 = file_sha256(w)
-        return "file"
-
-    def resolve_weights(self) -> tuple[str, object]:
-        """('random', None) | ('hub', name) | ('file', the loaded checkpoint object)."""
-        kind = self.weights_kind()
-        w = self.settings.weights
-        if kind == "file":
-            return kind, load_state_file(w, key=self.spec.key)
-        return kind, (w[len("hub:"):] if kind == "hub" else None)
-
-    def provenance(self) -> dict:
-        return {
-            "teacher": self.spec.key, "paper_model": self.spec.paper_model, "stand_in": bool(self._stand_in_reason()),
-            "stand_in_reason": self._stand_in_reason(),
-            "view": self.spec.view, "modality": self.spec.modality, "inputs": list(self.spec.inputs),
-            "family": self.arch.family, "architecture": self.arch.name, "architecture_description": self.arch.description,
-            "weights": self.settings.weights, "weights_sha256": self.weights_file_sha256,
-            "state_sha256": state_sha256(self), "pooling": self.pooling, "input_size": self.input_size,
-            "mean": list(self.arch.mean), "std": list(self.arch.std), "feature_dim": self.feature_dim,
-            "per_frame": self.arch.per_frame, "trained_on": standin_training(self.settings.weights),
-        }
-
-    def _stand_in_reason(self) -> str | None:
-        reasons = []
-        if self.spec.stand_in:
-            reasons.append(self.arch.description)
-        if self.settings.weights == "random":
-            reasons.append(f"random-initialised {self.arch.name}, not trained {self.spec.paper_model} weights")
-        elif self.arch.test:
-            reasons.append(f"tiny test architecture {self.arch.name}, not {self.spec.paper_model}")
-        trained = standin_training(self.settings.weights)
-        if trained is not None:
-            reasons.append(f"trained on the demo's pretraining corpus ({trained['corpus']['path']}, "
-                           f"{trained['corpus']['train_clips']} clips): {trained['objective']}")
-        return "; ".join(reasons) or None
+from uniego.teachers import clip_frames, skeleton, video, vit_frames
+from uniego.teachers.base import Teacher
+from uniego.teachers.registry import get_arch, get_teacher
 
 
 def _families():
-    from uniego.teachers import clip_frames, skeleton, video, vit_frames
     return {"dinov2": vit_frames.FrameViTTeacher, "depth_anything": vit_frames.FrameViTTeacher,
             "siglip": clip_frames.SigLIPTeacher, "skego": clip_frames.SkEgoStandIn,
             "timesformer": video.TimeSformerTeacher, "stgcn": skeleton.STGCNTeacher}

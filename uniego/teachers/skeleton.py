@@ -13,7 +13,7 @@ import torch
 
 from uniego.errors import UniegoError
 from uniego.models import stgcn
-from uniego.teachers.build import Teacher, strict_load
+from uniego.teachers.base import Teacher, strict_load
 
 
 class STGCNTeacher(Teacher):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from uniego.models import timesformer as tsf
-from uniego.teachers.build import Teacher, frames_to_tensor
+from uniego.teachers.base import Teacher, frames_to_tensor
 
 
 class TimeSformerTeacher(Teacher):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from uniego.errors import UniegoError
-from uniego.teachers.build import Teacher, frames_to_tensor, strict_load
+from uniego.teachers.base import Teacher, frames_to_tensor, strict_load
 
 
 def dinov2_resize_pos_embed(pos: torch.Tensor, grid: int) -> torch.Tensor:

@@ -6,7 +6,7 @@
 rule cka:
     input:
         unpack(proxy_output_inputs),
-        unpack(lambda wc: {f"features_{t}": f"results/{wc.ds}/features/{t}.zarr" for t in level1_teachers(wc.ds)}),
+        unpack(feature_inputs),
         manifest="results/{ds}/manifest.parquet",
     output:
         json="results/{ds}/analysis/cka.json",
@@ -15,10 +15,12 @@ rule cka:
     params:
         settings=settings("cka"),
         code=CODE["analysis"],
-        features=lambda wc, input: pairs(wc, input, "features"),
-        outputs=lambda wc, input: pairs(wc, input, "outputs"),
+        features=pairs("features"),
+        outputs=pairs("outputs"),
     log:
         "logs/{ds}/analysis/cka.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
         "uniego cka --settings {params.settings:q} --manifest {input.manifest:q} --features {params.features} "
         "--proxy-outputs {params.outputs} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1"
@@ -35,6 +37,8 @@ rule selection:
         code=CODE["analysis"],
     log:
         "logs/{ds}/analysis/selection.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
         "uniego selection --model {input:q} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1"
 
@@ -51,20 +55,24 @@ rule conflict:
         models=lambda wc, input: " ".join(f"{m}={input[m]}" for m in input.keys()),
     log:
         "logs/{ds}/analysis/conflict.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
         "uniego conflict --models {params.models} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1"
 
 
 rule probe:
     input:
-        unpack(lambda wc: {f"features_{t}": f"results/{wc.ds}/features/{t}.zarr" for t in level1_teachers(wc.ds)}),
+        unpack(feature_inputs),
         manifest="results/{ds}/manifest.parquet",
     output:
         "results/{ds}/analysis/probes.json",
     params:
         code=CODE["analysis"],
-        features=lambda wc, input: pairs(wc, input, "features"),
+        features=pairs("features"),
     log:
         "logs/{ds}/analysis/probes.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
         "uniego probe --manifest {input.manifest:q} --features {params.features} --out {output:q} > {log:q} 2>&1"

@@ -34,27 +34,33 @@ def settings(stage, **kw):
     return lambda wc: canonical_json(stage_settings(config, wc.ds, stage, **{k: getattr(wc, v) for k, v in kw.items()}))
 
 
+def pretrain_setting(stage):
+    """params function of the pretraining jobs (no {ds}: the configured dataset, corpus {name})."""
+    return lambda wc: canonical_json(stage_settings(config, config["dataset"], stage, pretrain=wc.name))
+
+
+def pretrain_threads(wc):
+    return dataset_config(config, config["dataset"])["compute"]["threads"]
+
+
+# Each rule's code version: the sha256 of the module that runs it and of every uniego module it
+# imports, followed through the source (uniego.config.code_files), so editing any of them reruns it.
 CODE = {
-    "demo_corpus": code_version("uniego.demo", "uniego.video"),
-    "pretrain": code_version("uniego.stages.pretrain", "uniego.standins", "uniego.teachers", "uniego.models",
-                             "uniego.student", "uniego.data", "uniego.video", "uniego.demo.corpus"),
-    "demo_data": code_version("uniego.demo", "uniego.video"),
+    "demo_corpus": code_version("uniego.demo"),
+    "pretrain": code_version("uniego.stages.pretrain"),
+    "demo_data": code_version("uniego.demo"),
     "manifest": code_version("uniego.manifest", "uniego.datasets"),
-    "check_data": code_version("uniego.check_data", "uniego.manifest", "uniego.datasets", "uniego.video"),
-    "clips": code_version("uniego.clips", "uniego.video", "uniego.cache"),
-    "extract": code_version("uniego.extract", "uniego.teachers", "uniego.models", "uniego.cache"),
-    "level2": code_version("uniego.level2", "uniego.baselines", "uniego.merge", "uniego.spd", "uniego.engine",
-                           "uniego.data", "uniego.student", "uniego.losses", "uniego.proxy", "uniego.models"),
+    "check_data": code_version("uniego.check_data"),
+    "clips": code_version("uniego.clips"),
+    "extract": code_version("uniego.extract", "uniego.teachers", "uniego.models"),
+    "level2": code_version("uniego.level2", "uniego.baselines"),
     "report": code_version("uniego.report"),
-    "analysis": code_version("uniego.analysis", "uniego.cache"),
-    "sessions": code_version("uniego.sessions", "uniego.video", "uniego.cache", "uniego.manifest", "uniego.datasets"),
-    "segmentation": code_version("uniego.segmentation", "uniego.metrics", "uniego.data", "uniego.proxy", "uniego.models",
-                                 "uniego.engine", "uniego.cache"),
-    "task_teacher": code_version("uniego.task_teacher", "uniego.engine", "uniego.data", "uniego.teachers",
-                                 "uniego.models", "uniego.cache"),
-    "evaluate": code_version("uniego.evaluate", "uniego.metrics", "uniego.data", "uniego.proxy", "uniego.models"),
-    "level1": code_version("uniego.proxy", "uniego.engine", "uniego.data", "uniego.student", "uniego.losses",
-                           "uniego.models", "uniego.cache"),
+    "analysis": code_version("uniego.analysis", "uniego.stages.analysis"),
+    "sessions": code_version("uniego.sessions"),
+    "segmentation": code_version("uniego.segmentation"),
+    "task_teacher": code_version("uniego.task_teacher"),
+    "evaluate": code_version("uniego.evaluate"),
+    "level1": code_version("uniego.proxy"),
 }
 
 
@@ -69,22 +75,47 @@ def loader_workers(wc, threads):
     return threads if w == "auto" else w
 
 
-# Every GPU rule runs its command through `uniego gpu-slots`, which gives the job its own
-# device(s) (CUDA_VISIBLE_DEVICES) from compute.gpu_ids, or stands aside under SLURM.
-GPU_SLOTS = "uniego gpu-slots --gpus {resources.gpu} --ids {resources.gpu_ids} --lock-dir {resources.gpu_lock_dir:q} -- "
-
-
-def gpu_slot_resources():
-    """resources of a GPU rule for `uniego gpu-slots` (machine settings: never rerun a job)."""
-    def ids(wc):
-        value = dataset_config(config, wc.ds)["compute"].get("gpu_ids", "auto")
-        return ",".join(map(str, value)) if isinstance(value, list) else "auto"
-    return {"gpu_ids": ids, "gpu_lock_dir": lambda wc: dataset_config(config, wc.ds)["compute"].get("gpu_lock_dir", "auto")}
-
-
 def gpus_per_job(wc):
     """resources function: GPUs (and torchrun processes) of one training job."""
     return dataset_config(config, wc.ds)["compute"].get("gpus_per_job", 1)
+
+
+def gpu_ids(wc):
+    value = dataset_config(config, wc.ds)["compute"].get("gpu_ids", "auto")
+    return ",".join(map(str, value)) if isinstance(value, list) else "auto"
+
+
+def gpu_lock_dir(wc):
+    return dataset_config(config, wc.ds)["compute"].get("gpu_lock_dir", "auto")
+
+
+# A GPU job: `resources: **gpu_resources(...)` and `shell: gpu_shell(...)`, with the same flags.
+# Its command runs through `uniego gpu-slots`, which gives the job its own device(s)
+# (CUDA_VISIBLE_DEVICES) from compute.gpu_ids, or stands aside under SLURM.
+GPU_SLOTS = "uniego gpu-slots --gpus {resources.gpu} --ids {resources.gpu_ids} --lock-dir {resources.gpu_lock_dir:q} --"
+
+
+def gpu_resources(gpus=1, *, workers=True, batch_size=True, precision=True):
+    """The resources of a GPU job: its GPUs (1, or gpus_per_job for the training jobs), what
+    `uniego gpu-slots` reads, and the compute settings its command takes. Machine settings
+    only: none of them reruns a job."""
+    res = {"workers": loader_workers} if workers else {}
+    res.update(gpu=gpus, gpu_ids=gpu_ids, gpu_lock_dir=gpu_lock_dir)
+    if batch_size:
+        res["batch_size"] = compute_setting("batch_size")
+    res["device"] = compute_setting("device")
+    if precision:
+        res["precision"] = compute_setting("precision")
+    return res
+
+
+def gpu_shell(command, *, workers=True, batch_size=True, procs=False, precision=True):
+    """The shell command of a GPU job: `command` through `uniego gpu-slots`, then the options
+    from gpu_resources (procs: one torchrun process per GPU), the code version and the log."""
+    options = {"--workers {resources.workers}": workers, "--batch-size {resources.batch_size}": batch_size,
+               "--procs {resources.gpu}": procs, "--device {resources.device}": True,
+               "--precision {resources.precision}": precision, "--code-version {params.code:q} > {log:q} 2>&1": True}
+    return " ".join([GPU_SLOTS, command, *(o for o, on in options.items() if on)])
 
 
 def dataset_root(wc):
@@ -131,7 +162,7 @@ def clip_view_inputs(wc):
         if skeleton_source(spec, wc.ds) is None:
             sys.exit(f"uniego: results/{wc.ds}/clips/skeleton.zarr needs exo body keypoints, and dataset {wc.ds} "
                      f"({spec['adapter']}) has none: set datasets.{wc.ds}.options.skeletons to a folder of "
-                     "<sample_id>.npz files (README \"Skeletons\"), or drop exo_skl and exo_skego from level1.teachers")
+                     "<sample_id>.npz files (docs/datasets.md, \"Skeletons\"), or drop exo_skl and exo_skego from level1.teachers")
     return f"results/{wc.ds}/manifest.parquet"
 
 
@@ -191,19 +222,29 @@ def proxy_output_inputs(wc):
     return {f"outputs_{t}": f"results/{wc.ds}/proxies/{t}.outputs.zarr" for t in level1_teachers(wc.ds)}
 
 
-def baseline_inputs(wc):
-    if wc.baseline == "ego":
-        return {}
+def feature_inputs(wc):
     return {f"features_{t}": f"results/{wc.ds}/features/{t}.zarr" for t in level1_teachers(wc.ds)}
 
 
-def pairs(wc, input, kind):
-    """TEACHER=PATH words for the CLI, in the configured teacher order."""
-    return " ".join(f"{t}={input[f'{kind}_{t}']}" for t in level1_teachers(wc.ds) if f"{kind}_{t}" in input.keys())
+def baseline_inputs(wc):
+    return {} if wc.baseline == "ego" else feature_inputs(wc)
+
+
+def pairs(kind):
+    """params function: TEACHER=PATH words for the CLI, in the configured teacher order."""
+    return lambda wc, input: " ".join(f"{t}={input[f'{kind}_{t}']}" for t in level1_teachers(wc.ds)
+                                      if f"{kind}_{t}" in input.keys())
 
 
 def spd_init(wc):
     return f"results/{wc.ds}/merge/{dataset_config(config, wc.ds)['spd']['init']}.pt"
+
+
+def spd_inputs(init):
+    """input function of spd and spd_ablation: every proxy's outputs (the SPD targets), the
+    ego clips, and the start checkpoint init(wc)."""
+    return lambda wc: {**proxy_output_inputs(wc), "manifest": f"results/{wc.ds}/manifest.parquet",
+                       "clips": f"results/{wc.ds}/clips/ego.zarr", "init": init(wc)}
 
 
 def model_checkpoint(wc):
@@ -292,6 +333,11 @@ def report_inputs(wc):
 def report_probes(wc, input):
     """params function: `SEED=FILE` for the linear probes of the document's runs."""
     return " ".join(shlex.quote(f"{seed}={input[f'probes_{name}']}") for seed, name in report_seeds(wc))
+
+
+def exo_cue_classes(wc):
+    """params function: analysis.exo_cue_classes, quoted words."""
+    return " ".join(shlex.quote(c) for c in dataset_config(config, wc.ds)["analysis"].get("exo_cue_classes", []))
 
 
 def report_runs(kind):

@@ -15,6 +15,8 @@ for _ds in dataset_names(config):
             threads: dataset_config(config, _ds)["compute"]["threads"]
             log:
                 f"logs/{_ds}/demo_data.log",
+            conda:
+                "../../envs/uniego.yaml"
             shell:
                 "uniego demo-data --settings {params.settings:q} --out {output:q} --workers {threads} "
                 "--code-version {params.code:q} 2>&1 | tee {log:q}"   # progress on the terminal: it takes minutes
@@ -35,6 +37,8 @@ for _ds in dataset_names(config):
                 code=CODE["check_data"],
             log:
                 f"logs/{_ds}/body_pose.log",
+            conda:
+                "../../envs/uniego.yaml"
             shell:
                 "uniego body-pose --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1"
 
@@ -49,6 +53,8 @@ rule check_data:
         code=CODE["check_data"],
     log:
         "logs/{ds}/check_data.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
         "uniego check-data --settings {params.settings:q} --out {output:q} --code-version {params.code:q} "
         "2>&1 | tee {log:q}"   # the summary and any warning on the terminal, before anything trains
@@ -65,6 +71,8 @@ rule manifest:
         code=CODE["manifest"],
     log:
         "logs/{ds}/manifest.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
         "uniego manifest --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1"
 
@@ -82,6 +90,8 @@ rule clips:
         "logs/{ds}/clips/{view}.log",
     benchmark:
         "benchmarks/rules/{ds}/clips/{view}.tsv"
+    conda:
+        "../../envs/uniego.yaml"
     shell:
         "uniego clips --settings {params.settings:q} --manifest {input:q} --view {wildcards.view} "
         "--out {output:q} --workers {threads} --code-version {params.code:q} > {log:q} 2>&1"
@@ -100,6 +110,8 @@ rule test_views:
     threads: compute_setting("threads")
     log:
         "logs/{ds}/clips/ego.views{views}.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
         "uniego clips --settings {params.settings:q} --manifest {input:q} --view ego --temporal-views {wildcards.views} "
         "--out {output:q} --workers {threads} --code-version {params.code:q} > {log:q} 2>&1"

@@ -14,19 +14,15 @@ rule recognition:
         code=CODE["evaluate"],
     threads: compute_setting("threads")
     resources:
-        workers=loader_workers,
-        gpu=1,
-        **gpu_slot_resources(),
-        batch_size=compute_setting("batch_size"),
-        device=compute_setting("device"),
-        precision=compute_setting("precision"),
+        **gpu_resources(),
     log:
         "logs/{ds}/eval/{model}/recognition.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
-        GPU_SLOTS + "uniego evaluate --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
-        "--model {input.model:q} --name {wildcards.model} --out {output.recognition:q} "
-        "--retrieval-out {output.retrieval:q} --workers {resources.workers} "
-        "--batch-size {resources.batch_size} --device {resources.device} --precision {resources.precision} > {log:q} 2>&1"
+        gpu_shell("uniego evaluate --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
+                  "--model {input.model:q} --name {wildcards.model} --out {output.recognition:q} "
+                  "--retrieval-out {output.retrieval:q}")
 
 
 # report.md: the configured seed's run (what `snakemake --cores all` builds). study.md: the same
@@ -43,9 +39,11 @@ rule report:
         segmentation=report_runs("segmentation"),
         ablations=lambda wc, input: " ".join(shlex.quote(f) for f in input.ablations),
         probes=report_probes,
-        exo_cue=lambda wc: " ".join(shlex.quote(c) for c in dataset_config(config, wc.ds)["analysis"].get("exo_cue_classes", [])),
+        exo_cue=exo_cue_classes,
     log:
         "logs/{ds}/{doc}.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
         "uniego report --dataset {wildcards.ds} --recognition {params.recognition} --retrieval {params.retrieval} "
         "--segmentation {params.segmentation} --ablations {params.ablations} --cka {input.cka_json:q} "

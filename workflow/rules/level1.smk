@@ -14,19 +14,16 @@ rule train_proxy:
         code=CODE["level1"],
     threads: compute_setting("threads")
     resources:
-        workers=loader_workers,
-        gpu=gpus_per_job,
-        **gpu_slot_resources(),
-        device=compute_setting("device"),
-        precision=compute_setting("precision"),
+        **gpu_resources(gpus_per_job, batch_size=False),
     log:
         "logs/{ds}/train_proxy/{teacher}.log",
     benchmark:
         "benchmarks/rules/{ds}/train_proxy/{teacher}.tsv"
+    conda:
+        "../../envs/uniego.yaml"
     shell:
-        GPU_SLOTS + "uniego train-proxy --settings {params.settings:q} --teacher {wildcards.teacher} --manifest {input.manifest:q} "
-        "--clips {input.clips:q} --features {input.features:q} --out {output:q} --workers {resources.workers} "
-        "--procs {resources.gpu} --device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+        gpu_shell("uniego train-proxy --settings {params.settings:q} --teacher {wildcards.teacher} --manifest {input.manifest:q} "
+                  "--clips {input.clips:q} --features {input.features:q} --out {output:q}", batch_size=False, procs=True)
 
 
 rule proxy_outputs:
@@ -41,15 +38,11 @@ rule proxy_outputs:
         code=CODE["level1"],
     threads: compute_setting("threads")
     resources:
-        workers=loader_workers,
-        gpu=1,
-        **gpu_slot_resources(),
-        batch_size=compute_setting("batch_size"),
-        device=compute_setting("device"),
-        precision=compute_setting("precision"),
+        **gpu_resources(),
     log:
         "logs/{ds}/proxy_outputs/{teacher}.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
-        GPU_SLOTS + "uniego proxy-outputs --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
-        "--proxy {input.proxy:q} --out {output:q} --workers {resources.workers} --batch-size {resources.batch_size} "
-        "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+        gpu_shell("uniego proxy-outputs --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
+                  "--proxy {input.proxy:q} --out {output:q}")

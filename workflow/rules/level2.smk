@@ -12,52 +12,47 @@ rule merge:
     params:
         settings=settings("merge"),
         code=CODE["level2"],
-        proxies=lambda wc, input: pairs(wc, input, "proxy"),
-        outputs=lambda wc, input: pairs(wc, input, "outputs"),
+        proxies=pairs("proxy"),
+        outputs=pairs("outputs"),
     threads: compute_setting("threads")
     resources:
-        workers=loader_workers,
-        gpu=gpus_per_job,
-        **gpu_slot_resources(),
-        batch_size=compute_setting("batch_size"),
-        device=compute_setting("device"),
-        precision=compute_setting("precision"),
+        **gpu_resources(gpus_per_job),
     log:
         "logs/{ds}/merge/{strategy}.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
-        GPU_SLOTS + "uniego merge --settings {params.settings:q} --strategy {wildcards.strategy} --manifest {input.manifest:q} "
-        "--clips {input.clips:q} --proxies {params.proxies} --proxy-outputs {params.outputs} --out {output:q} --workers {resources.workers} "
-        "--batch-size {resources.batch_size} --procs {resources.gpu} --device {resources.device} --precision {resources.precision} "
-        "--code-version {params.code:q} > {log:q} 2>&1"
+        gpu_shell("uniego merge --settings {params.settings:q} --strategy {wildcards.strategy} --manifest {input.manifest:q} "
+                  "--clips {input.clips:q} --proxies {params.proxies} --proxy-outputs {params.outputs} --out {output:q}",
+                  procs=True)
+
+
+# spd and spd_ablation run the same command; an ablation overlays the spd settings with its own
+# keys and may start from another merge.
+SPD_SHELL = gpu_shell("uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
+                      "--init {input.init:q} --outputs {params.outputs} --out {output:q}", batch_size=False, procs=True)
 
 
 rule spd:
     input:
-        unpack(proxy_output_inputs),
-        manifest="results/{ds}/manifest.parquet",
-        clips="results/{ds}/clips/ego.zarr",
-        init=spd_init,
+        unpack(spd_inputs(spd_init)),
     output:
         "results/{ds}/uniego.pt",
     params:
         settings=settings("spd"),
         code=CODE["level2"],
-        outputs=lambda wc, input: pairs(wc, input, "outputs"),
+        outputs=pairs("outputs"),
     threads: compute_setting("threads")
     resources:
-        workers=loader_workers,
-        gpu=gpus_per_job,
-        **gpu_slot_resources(),
-        device=compute_setting("device"),
-        precision=compute_setting("precision"),
+        **gpu_resources(gpus_per_job, batch_size=False),
     log:
         "logs/{ds}/spd.log",
     benchmark:
         "benchmarks/rules/{ds}/spd.tsv"
+    conda:
+        "../../envs/uniego.yaml"
     shell:
-        GPU_SLOTS + "uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
-        "--init {input.init:q} --outputs {params.outputs} --out {output:q} --workers {resources.workers} "
-        "--procs {resources.gpu} --device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+        SPD_SHELL
 
 
 rule baseline:
@@ -71,45 +66,35 @@ rule baseline:
     params:
         settings=settings("baseline"),
         code=CODE["level2"],
-        features=lambda wc, input: pairs(wc, input, "features"),
+        features=pairs("features"),
     threads: compute_setting("threads")
     resources:
-        workers=loader_workers,
-        gpu=gpus_per_job,
-        **gpu_slot_resources(),
-        device=compute_setting("device"),
-        precision=compute_setting("precision"),
+        **gpu_resources(gpus_per_job, batch_size=False),
     log:
         "logs/{ds}/baselines/{baseline}.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
-        GPU_SLOTS + "uniego baseline --settings {params.settings:q} --name {wildcards.baseline} --manifest {input.manifest:q} "
-        "--clips {input.clips:q} --features {params.features} --out {output:q} --workers {resources.workers} "
-        "--procs {resources.gpu} --device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+        gpu_shell("uniego baseline --settings {params.settings:q} --name {wildcards.baseline} --manifest {input.manifest:q} "
+                  "--clips {input.clips:q} --features {params.features} --out {output:q}", batch_size=False, procs=True)
 
 
 rule spd_ablation:
     """An SPD variant (config `ablations`): the spd section overlaid by the ablation's keys."""
     input:
-        unpack(proxy_output_inputs),
-        manifest="results/{ds}/manifest.parquet",
-        clips="results/{ds}/clips/ego.zarr",
-        init=ablation_init,
+        unpack(spd_inputs(ablation_init)),
     output:
         "results/{ds}/ablations/{ablation}.pt",
     params:
         settings=settings("spd", ablation="ablation"),
         code=CODE["level2"],
-        outputs=lambda wc, input: pairs(wc, input, "outputs"),
+        outputs=pairs("outputs"),
     threads: compute_setting("threads")
     resources:
-        workers=loader_workers,
-        gpu=gpus_per_job,
-        **gpu_slot_resources(),
-        device=compute_setting("device"),
-        precision=compute_setting("precision"),
+        **gpu_resources(gpus_per_job, batch_size=False),
     log:
         "logs/{ds}/ablations/{ablation}.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
-        GPU_SLOTS + "uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
-        "--init {input.init:q} --outputs {params.outputs} --out {output:q} --workers {resources.workers} "
-        "--procs {resources.gpu} --device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+        SPD_SHELL

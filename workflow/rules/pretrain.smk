@@ -4,14 +4,6 @@
 # Shared by every seed of a dataset: like ImageNet weights, they do not change with the run.
 
 
-def pretrain_setting(stage):
-    return lambda wc: canonical_json(stage_settings(config, config["dataset"], stage, pretrain=wc.name))
-
-
-def pretrain_threads(wc):
-    return dataset_config(config, config["dataset"])["compute"]["threads"]
-
-
 rule demo_corpus:
     output:
         directory("data/corpus_{name}"),
@@ -21,6 +13,8 @@ rule demo_corpus:
     threads: pretrain_threads
     log:
         "logs/pretrain/{name}/corpus.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
         "uniego demo-corpus --settings {params.settings:q} --out {output:q} --workers {threads} "
         "--code-version {params.code:q} 2>&1 | tee {log:q}"
@@ -41,6 +35,8 @@ rule pretrain:
         "logs/pretrain/{name}/{target}.log",
     benchmark:
         "benchmarks/rules/pretrain/{name}/{target}.tsv"
+    conda:
+        "../../envs/uniego.yaml"
     shell:
         "uniego pretrain --settings {params.settings:q} --corpus {input.corpus:q} --target {params.target} "
         "--out {output.checkpoint:q} --threads {threads} --code-version {params.code:q} > {log:q} 2>&1"

@@ -13,6 +13,8 @@ rule sessions:
         code=CODE["sessions"],
     log:
         "logs/{ds}/sessions.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
         "uniego sessions --settings {params.settings:q} --labels {output.labels:q} --out {output.table:q} "
         "--code-version {params.code:q} > {log:q} 2>&1"
@@ -29,6 +31,8 @@ rule session_clips:
     threads: compute_setting("threads")
     log:
         "logs/{ds}/clips/sessions.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
         "uniego session-clips --settings {params.settings:q} --sessions {input:q} --out {output:q} "
         "--workers {threads} --code-version {params.code:q} > {log:q} 2>&1"
@@ -46,18 +50,14 @@ rule dense_features:
         code=CODE["segmentation"],
     threads: compute_setting("threads")
     resources:
-        workers=loader_workers,
-        gpu=1,
-        **gpu_slot_resources(),
-        batch_size=compute_setting("batch_size"),
-        device=compute_setting("device"),
-        precision=compute_setting("precision"),
+        **gpu_resources(),
     log:
         "logs/{ds}/eval/{model}/dense_features.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
-        GPU_SLOTS + "uniego dense-features --settings {params.settings:q} --sessions {input.sessions:q} --windows {input.windows:q} "
-        "--model {input.model:q} --out {output:q} --workers {resources.workers} --batch-size {resources.batch_size} "
-        "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+        gpu_shell("uniego dense-features --settings {params.settings:q} --sessions {input.sessions:q} "
+                  "--windows {input.windows:q} --model {input.model:q} --out {output:q}")
 
 
 rule segmentation:
@@ -72,12 +72,12 @@ rule segmentation:
         code=CODE["segmentation"],
     threads: compute_setting("threads")
     resources:
-        gpu=1,
-        **gpu_slot_resources(),
-        device=compute_setting("device"),
+        **gpu_resources(workers=False, batch_size=False, precision=False),
     log:
         "logs/{ds}/eval/{model}/segmentation.log",
+    conda:
+        "../../envs/uniego.yaml"
     shell:
-        GPU_SLOTS + "uniego segment --settings {params.settings:q} --sessions {input.sessions:q} --features {input.features:q} "
-        "--name {wildcards.model} --out {output.scores:q} --workers 0 --device {resources.device} "
-        "--code-version {params.code:q} > {log:q} 2>&1"
+        gpu_shell("uniego segment --settings {params.settings:q} --sessions {input.sessions:q} --features {input.features:q} "
+                  "--name {wildcards.model} --out {output.scores:q} --workers 0",
+                  workers=False, batch_size=False, precision=False)

@@ -15,20 +15,16 @@ rule train_teacher:
         clips=clip_args,
     threads: compute_setting("threads")
     resources:
-        workers=loader_workers,
-        gpu=1,
-        **gpu_slot_resources(),
-        batch_size=compute_setting("batch_size"),
-        device=compute_setting("device"),
-        precision=compute_setting("precision"),
+        **gpu_resources(),
     log:
         "logs/{ds}/train_teacher/{teacher}.log",
     benchmark:
         "benchmarks/rules/{ds}/train_teacher/{teacher}.tsv"
+    conda:
+        "../../envs/uniego.yaml"
     shell:
-        GPU_SLOTS + "uniego train-teacher --settings {params.settings:q} --manifest {input.manifest:q} --teacher {wildcards.teacher} "
-        "--clips {params.clips} --out {output:q} --workers {resources.workers} --batch-size {resources.batch_size} "
-        "--device {resources.device} --precision {resources.precision} --code-version {params.code:q} > {log:q} 2>&1"
+        gpu_shell("uniego train-teacher --settings {params.settings:q} --manifest {input.manifest:q} "
+                  "--teacher {wildcards.teacher} --clips {params.clips} --out {output:q}")
 
 
 rule extract:
@@ -46,18 +42,13 @@ rule extract:
         task=task_teacher_arg,
     threads: compute_setting("threads")
     resources:
-        workers=loader_workers,
-        gpu=1,
-        **gpu_slot_resources(),
-        batch_size=compute_setting("batch_size"),
-        device=compute_setting("device"),
-        precision=compute_setting("precision"),
+        **gpu_resources(),
     log:
         "logs/{ds}/extract/{teacher}.log",
     benchmark:
         "benchmarks/rules/{ds}/extract/{teacher}.tsv"
+    conda:
+        "../../envs/uniego.yaml"
     shell:
-        GPU_SLOTS + "uniego extract --settings {params.settings:q} --manifest {input.manifest:q} --teacher {wildcards.teacher} "
-        "--clips {params.clips} {params.task} --out {output:q} --workers {resources.workers} --batch-size {resources.batch_size} "
-        "--device {resources.device} --precision {resources.precision} "
-        "--code-version {params.code:q} > {log:q} 2>&1"
+        gpu_shell("uniego extract --settings {params.settings:q} --manifest {input.manifest:q} "
+                  "--teacher {wildcards.teacher} --clips {params.clips} {params.task} --out {output:q}")

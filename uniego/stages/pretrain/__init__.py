@@ -12,12 +12,13 @@ teachers trained on it, and the shared student start (issue 18). This module hol
 
 from __future__ import annotations
 
+
 def cmd_demo_corpus(args):
-    from uniego.cli import _settings
     from uniego.config import from_dict
     from uniego.demo.corpus import CorpusPreset, generate_corpus
+    from uniego.stages import stage_settings_from_args
 
-    s = _settings(args, "demo_corpus", pretrain=args.name)
+    s = stage_settings_from_args(args, "demo_corpus", pretrain=args.name)
     generate_corpus(args.out, from_dict(CorpusPreset, s["corpus"], where=f"pretrain.{s['name']}.corpus"),
                     seed=s["seed"], workers=args.workers, code_version=args.code_version)
 
@@ -25,10 +26,10 @@ def cmd_demo_corpus(args):
 def cmd_pretrain(args):
     import torch
 
-    from uniego.cli import _settings
+    from uniego.stages import stage_settings_from_args
     from uniego.stages.pretrain.train import run_pretrain
 
-    s = _settings(args, "pretrain", pretrain=args.name)
+    s = stage_settings_from_args(args, "pretrain", pretrain=args.name)
     torch.set_num_threads(max(1, args.threads))
     out = run_pretrain(args.corpus, args.target, args.out, s, code_version=args.code_version)
     print(f"{out}: {args.target} trained on {args.corpus}")
