@@ -35,7 +35,7 @@ def run(work: Path, *, smoke: bool = False) -> list[Result]:
     sys.path.insert(0, str(REPO))
     from tests import official_formats as F
 
-    for item in ("Snakefile", "config.yaml", "workflow"):
+    for item in ("Snakefile", "config.yaml", "workflow", "envs"):
         (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, work / item)
     _, summary = _snakemake(work, "--summary", "results/demo/report.md")
     for line in summary.stdout.splitlines()[1:]:

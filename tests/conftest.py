@@ -10,6 +10,16 @@ import pytest
 from uniego.config import ClipSettings, DemoPreset, load_yaml, validate_config
 
 REPO = Path(__file__).resolve().parent.parent
+WORKFLOW = ("Snakefile", "config.yaml", "workflow", "envs")   # what `snakemake` needs in a copy of the repo
+
+
+def copy_workflow(dest: Path, *extra: str) -> Path:
+    """Copy the workflow (and `extra` repo paths, e.g. "tests") into `dest`, to run Snakemake there."""
+    import shutil
+
+    for item in (*WORKFLOW, *extra):
+        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, Path(dest) / item)
+    return Path(dest)
 TINY = DemoPreset(clips_per_class=3, size=64, fps=12, seconds=1.5, sessions=2, actions_per_session=2)
 TINY_CLIPS = ClipSettings(num_frames=4, size=48, sampling="uniform", stride=2, skeleton_frames=16)
 

@@ -3,11 +3,10 @@ list and mistyped targets, inspect on a non-store, help texts, rounded log lines
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_workflow
 from uniego.cli import main
 from uniego.config import coerce_command_line_values, load_yaml, validate_config
 
@@ -52,8 +51,7 @@ def test_targets_lists_every_file_target_of_a_dataset(capsys):
 
 
 def test_a_mistyped_target_gets_the_closest_real_ones(tmp_path):
-    for item in ("Snakefile", "config.yaml", "workflow"):
-        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, tmp_path / item)
+    copy_workflow(tmp_path)
     r = subprocess.run([sys.executable, "-m", "snakemake", "results/demo/uniego.pth", "-n"], cwd=tmp_path,
                        capture_output=True, text=True)
     assert r.returncode == 1
@@ -65,8 +63,7 @@ def test_the_default_target_is_one_seed_and_the_study_every_seed(tmp_path):
     """`snakemake --cores all` builds report.md of the configured seed only, the pretraining
     included; study.md adds the repeat seeds (each a whole run: its own data, teachers, proxies)
     and the SPD ablations."""
-    for item in ("Snakefile", "config.yaml", "workflow"):
-        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, tmp_path / item)
+    copy_workflow(tmp_path)
     jobs = {}
     for target in ([], ["results/demo/study.md"]):
         r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", *target], cwd=tmp_path,

@@ -1,6 +1,7 @@
 import pytest
 
-from uniego.config import code_version, dataset_config, stage_settings, validate_config
+from tests.conftest import REPO
+from uniego.config import code_version, dataset_config, load_yaml, stage_settings, validate_config
 from uniego.errors import UniegoError
 
 
@@ -118,3 +119,31 @@ def test_the_demo_merge_can_move_alpha_as_far_as_the_papers(config):
     steps = c["merge"]["epochs"] * (train // c["merge"]["batch_size"])   # full batches only
     assert train == 162 and steps == 120
     assert steps * c["merge"]["lr"] >= 880 * 0.02
+
+
+@pytest.mark.parametrize("overlay, message", [
+    ({"train": {"lr_steps": [0, 5]}}, r"train.lr_steps \[0, 5\] and train.lr_factors \[1.0, 0.1, 0.01\] must have the same length"),
+    ({"datasets": {"demo": {"overrides": {"train": {"lr_steps": [0, 9, 5]}}}}},
+     r"train.lr_steps \[0, 9, 5\] must start at 0 and increase \(dataset demo"),
+    ({"student": {"train_jitter": [80, 64]}}, r"student.train_jitter \[80, 64\]: the short side's range must be \[low, high\]"),
+    ({"student": {"train_jitter": [48, 80]}}, "the short side must be at least the crop, student.input_size 64"),
+    ({"level1": {"teachers": []}}, "level1.teachers is empty"),
+    ({"spd": {"k": 10}}, r"spd: k = 10 is more than the 9 proxies of level1.teachers"),
+    ({"analysis": {"conflict_models": ["uniego", "ablation_al_proxies"]}}, "'ablation_al_proxies' is not a model with a gradient-conflict probe"),
+])
+def test_cross_field_settings_fail_at_validation(overlay, message):
+    """Settings that used to fail late (IndexError at epoch 2, a ValueError at the first batch, an
+    argparse error at the merge) or silently (k above the proxies, a mistyped model dropped) are
+    refused when the config is read, naming the key and the datasets (issue 20)."""
+    from uniego.config import merge_overlay
+    with pytest.raises(UniegoError, match=message):
+        validate_config(merge_overlay(load_yaml(REPO / "config.yaml"), overlay))
+
+
+def test_an_ablation_asking_for_more_proxies_than_there_are_fails_when_planned():
+    from uniego.config import ablation_spd, dataset_config, merge_overlay
+    c = dataset_config(validate_config(merge_overlay(load_yaml(REPO / "config.yaml"),
+                                                     {"level1": {"teachers": ["exo_skl", "ego_dino"]}})), "demo")
+    assert ablation_spd(c, "k2")["k"] == 2
+    with pytest.raises(UniegoError, match="ablations.k3: k = 3 is more than the 2 proxies"):
+        ablation_spd(c, "k3")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests import official_formats as F
-from tests.conftest import REPO, TINY_CLIPS
+from tests.conftest import REPO, TINY_CLIPS, copy_workflow
 from uniego.check_data import check_data
 from uniego.datasets import build_manifest
 from uniego.errors import UniegoError
@@ -232,8 +232,7 @@ def test_official_uniego_checkpoint_loads_with_the_same_logits(fixtures, tmp_pat
 def _workflow_copy(tmp_path):
     work = tmp_path / "clone"
     work.mkdir()
-    for item in ("Snakefile", "config.yaml", "workflow"):
-        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, work / item)
+    copy_workflow(work)
     return work
 
 

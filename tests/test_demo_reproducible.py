@@ -15,14 +15,13 @@ starting over. CI checks the same property on the tiny preset (tests/test_workfl
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import copy_workflow
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.environ.get("UNIEGO_FULL_DEMO") != "1",
@@ -38,8 +37,7 @@ def test_two_full_demo_runs_give_identical_results(tmp_path):
         work = base / name
         if not work.exists():
             work.mkdir(parents=True)
-            for item in ("Snakefile", "config.yaml", "workflow"):
-                (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, work / item)
+            copy_workflow(work)
         r = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "all", "results/demo/study.md"], cwd=work,
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

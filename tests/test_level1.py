@@ -93,9 +93,9 @@ def test_schedule_batches_and_fidelity(config):
     b = epoch_batches(27, 8, seed=0, epoch=0)
     assert len(b) == 3 and all(len(x) == 8 for x in b) and len(set(np.concatenate(b))) == 24
     assert not np.array_equal(b[0], epoch_batches(27, 8, seed=0, epoch=1)[0])
-    paper = stage_settings(config, "demo", "train_proxy", teacher="exo_rgb")
+    paper = stage_settings(config, "eef", "train_proxy", teacher="exo_rgb")   # eef: the paper's setup, no Level-I overrides
     config["fidelity"] = "official"
-    official = stage_settings(config, "demo", "train_proxy", teacher="exo_rgb")
+    official = stage_settings(config, "eef", "train_proxy", teacher="exo_rgb")
     assert paper["level1"]["lambda_feat"] == 5.0 and official["level1"]["lambda_feat"] == 1.0
     assert paper["level1"]["projection"] == "teacher" and official["level1"]["projection"] == "student"
     assert official["train"]["accumulate"] == 64 // config["train"]["batch_size"]

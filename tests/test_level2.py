@@ -166,3 +166,19 @@ def test_killed_spd_resumes_to_the_same_weights(tiny_data, proxies, tmp_path):
     assert all(torch.equal(a["encoder"][k], b["encoder"][k]) for k in b["encoder"])
     assert a["meta"]["selection"] == b["meta"]["selection"]
     assert [h["grad_conflict_rate"] for h in a["meta"]["history"]] == [h["grad_conflict_rate"] for h in b["meta"]["history"]]
+
+
+def test_the_merge_takes_exactly_the_listed_proxies(tiny_data, proxies, tmp_path):
+    """A proxy given but not in level1.teachers, one missing, or one of another teacher given
+    in its place is a named error, never silently left out (issue 20)."""
+    from uniego.errors import UniegoError
+    _, paths, _ = proxies
+    run = lambda p: run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], p, "average",  # noqa: E731
+                              tmp_path / "avg.pt", merge_settings(), compute=CPU)
+    with pytest.raises(UniegoError, match=r"\['exo_dino'\] not listed"):
+        run({**paths, "exo_dino": paths["ego_dino"]})
+    with pytest.raises(UniegoError, match=r"\['ego_dino'\] missing"):
+        run({"exo_skl": paths["exo_skl"]})
+    with pytest.raises(UniegoError, match="is the proxy of exo_skl, given as ego_dino's"):
+        run({"exo_skl": paths["exo_skl"], "ego_dino": paths["exo_skl"]})
+    assert not (tmp_path / "avg.pt").exists()

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from tests import official_formats as F
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_workflow
 
 README = (REPO / "README.md").read_text()
 DOCS = sorted((REPO / "docs").glob("*.md"))   # one page per topic; docs/published/ is not globbed
@@ -92,8 +91,7 @@ def test_the_readme_shows_the_commands_we_expect_to_check():
 def workflow(tmp_path_factory):
     """A copy of the workflow with the paper datasets' fixtures where config.yaml expects them."""
     work = tmp_path_factory.mktemp("readme")
-    for item in ("Snakefile", "config.yaml", "workflow", "tests/configs"):
-        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, work / item)
+    copy_workflow(work, "tests/configs")
     F.make_eef(work / "data/EgoExo-Fitness")
     F.make_a101(work / "data/Assembly101")
     F.make_ee4d(work / "data/EgoExo4D")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_workflow
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -174,8 +174,7 @@ def _jobcomp(path: Path) -> dict:
 def test_tiny_dag_through_the_slurm_profile(slurm, tmp_path):
     work = tmp_path / "clone"
     work.mkdir()
-    for item in ("Snakefile", "config.yaml", "workflow", "tests"):
-        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, work / item)
+    copy_workflow(work, "tests")
     profile = _test_profile(work)
     targets = ["results/tiny/proxies/ego_dino.pt", "results/tiny/proxies/exo_dino.pt"]
     r = subprocess.run([sys.executable, "-m", "snakemake", "--profile", str(profile), *targets,

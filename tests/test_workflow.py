@@ -2,7 +2,6 @@
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import torch
 import xarray as xr
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import copy_workflow
 from uniego.teachers import TEACHERS
 
 pytestmark = pytest.mark.slow
@@ -40,8 +39,7 @@ STORES = [f"results/tiny/features/{t}.zarr" for t in TEACHERS]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     work = tmp_path_factory.mktemp("clone")
-    for item in ("Snakefile", "config.yaml", "workflow", "tests"):
-        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, work / item)
+    copy_workflow(work, "tests")
     r = snakemake(work, *STORES)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return work
@@ -206,8 +204,7 @@ def test_two_runs_from_scratch_give_identical_results(tmp_path):
     for name in ("a", "b"):
         work = tmp_path / name
         work.mkdir()
-        for item in ("Snakefile", "config.yaml", "workflow", "tests"):
-            (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, work / item)
+        copy_workflow(work, "tests")
         (work / "overlay.yaml").write_text(yaml.safe_dump(overlay))
         r = snakemake(work, "results/tiny/report.md", overlays=[work / "overlay.yaml"])
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

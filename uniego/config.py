@@ -97,7 +97,7 @@ def coerce_command_line_values(config: dict, schema_path: str | Path = SCHEMA_PA
 def _cross_checks(config: dict) -> list[str]:
     from uniego.teachers.registry import ARCHS, TEACHERS
 
-    problems = []
+    problems, per_dataset = [], {}
     if config["dataset"] not in config["datasets"]:
         problems.append(f"dataset: {config['dataset']!r} is not a key of datasets ({', '.join(config['datasets'])})")
     for name, ds in config["datasets"].items():
@@ -135,6 +135,44 @@ def _cross_checks(config: dict) -> list[str]:
             clips = _merge(config["clips"], ds.get("overrides", {}).get("clips", {}))
             problems.extend(_check_pretrained(config, m, f"datasets.{name}: student.init", student=student,
                                               num_frames=clips["num_frames"]))
+        for problem in _section_checks(apply_fidelity(_merge(config, ds.get("overrides", {})))):
+            per_dataset.setdefault(problem, []).append(name)
+    problems += [f"{problem} (dataset{'s' if len(names) > 1 else ''} {', '.join(names)}, overrides included)"
+                 for problem, names in per_dataset.items()]
+    return problems
+
+
+def _section_checks(c: dict) -> list[str]:
+    """Cross-field checks of one dataset's settings (top-level sections with its overrides), so
+    that a setting that cannot work fails when the DAG is built, not at epoch 2 or the merge."""
+    from uniego.targets import BASELINES
+
+    problems = []
+    for section in ("train", "segmentation"):
+        t = c.get(section) or {}
+        if "lr_steps" not in t:
+            continue
+        if len(t["lr_steps"]) != len(t.get("lr_factors", [])):
+            problems.append(f"{section}.lr_steps {t['lr_steps']} and {section}.lr_factors {t.get('lr_factors')} must "
+                            "have the same length: one factor per step")
+        elif t["lr_steps"][:1] != [0] or any(b <= a for a, b in zip(t["lr_steps"], t["lr_steps"][1:])):
+            problems.append(f"{section}.lr_steps {t['lr_steps']} must start at 0 and increase")
+    lo, hi = c["student"]["train_jitter"]
+    if lo > hi:
+        problems.append(f"student.train_jitter {[lo, hi]}: the short side's range must be [low, high]")
+    elif lo < c["student"]["input_size"]:
+        problems.append(f"student.train_jitter {[lo, hi]}: the short side must be at least the crop, "
+                        f"student.input_size {c['student']['input_size']}")
+    proxies = c["level1"]["teachers"]
+    if not proxies:
+        problems.append("level1.teachers is empty: Level I needs at least one teacher to train a proxy for")
+    if proxies and (k_problem := spd_k_problem(c["spd"], proxies)):
+        problems.append(f"spd: {k_problem}")
+    known = ["uniego"] + [f"baseline_{b}" for b in BASELINES] + [f"ablation_{a}" for a in c.get("ablations") or {}]
+    for m in (c.get("analysis") or {}).get("conflict_models", []):
+        if m not in known:
+            problems.append(f"analysis.conflict_models: {m!r} is not a model with a gradient-conflict probe; "
+                            f"known: {', '.join(known)}")
     return problems
 
 
@@ -414,13 +452,30 @@ def canonical_json(obj) -> str:
 
 
 # ---------------------------------------------------------------- what each stage receives
+def spd_k_problem(spd: dict, proxies: list[str]) -> str | None:
+    """Why `spd.k` cannot select k proxies per sample from `proxies`, or None. (A k above the
+    proxies would silently act as `mode: all`; we refuse it rather than clamp it.)"""
+    if spd.get("mode") == "all":
+        return None
+    views = {v: [t for t in proxies if t.startswith(v + "_")] for v in ("ego", "exo")}
+    limit = min(len(v) for v in views.values()) if spd.get("mode") == "ego_exo" else len(proxies)
+    if spd["k"] <= limit:
+        return None
+    per = "proxies of each view" if spd.get("mode") == "ego_exo" else "proxies"
+    return f"k = {spd['k']} is more than the {limit} {per} of level1.teachers ({', '.join(proxies)})"
+
+
 def ablation_spd(c: dict, name: str) -> dict:
-    """The `spd` section with ablation `name`'s overlay applied."""
+    """The `spd` section with ablation `name`'s overlay applied; checked against the proxies
+    when the ablation is asked for (the study), not when the config is read."""
     from uniego.errors import UniegoError
 
     if name not in c.get("ablations", {}):
         raise UniegoError(f"ablation {name!r} is not in the config's `ablations` ({', '.join(c.get('ablations', {})) or 'none'})")
-    return {**c["spd"], **c["ablations"][name]}
+    spd = {**c["spd"], **c["ablations"][name]}
+    if c["level1"]["teachers"] and (problem := spd_k_problem(spd, c["level1"]["teachers"])):
+        raise UniegoError(f"ablations.{name}: {problem}: drop the ablation or list more teachers", stage="config")
+    return spd
 
 
 def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None, teacher: str | None = None,

@@ -49,11 +49,20 @@ class MergeTask:
 
 
 def _proxies(paths: dict, teachers: list[str], sha: str) -> list[dict]:
+    """The proxies of `teachers`, in that order: exactly those (a proxy given but not listed, or
+    listed but not given, is an error rather than silently left out), each of its own teacher."""
+    extra, missing = sorted(set(paths) - set(teachers)), [t for t in teachers if t not in paths]
+    if extra or missing:
+        raise UniegoError(f"the merge is given the proxies of {sorted(paths)} but level1.teachers lists {teachers}"
+                          + (f": {extra} not listed" if extra else "") + (f": {missing} missing" if missing else "")
+                          + "; give exactly the listed teachers' proxies", stage="merge")
     objs = []
     for t in teachers:
         obj = load_proxy(paths[t])
         if obj["meta"]["manifest_sha256"] != sha:
             raise UniegoError(f"proxy {paths[t]} was trained on another manifest; retrain it", stage="merge")
+        if obj["meta"].get("teacher") not in (None, t):
+            raise UniegoError(f"{paths[t]} is the proxy of {obj['meta']['teacher']}, given as {t}'s", stage="merge")
         objs.append(obj)
     return objs
 
