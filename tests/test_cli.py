@@ -14,12 +14,12 @@ from uniego.config import coerce_command_line_values, load_yaml, validate_config
 def test_nested_command_line_values_are_typed_by_the_schema():
     config = load_yaml(REPO / "config.yaml")
     config["spd"] = {**config["spd"], "k": "2"}                      # --config spd='{k: 2}'
-    config["train"] = {**config["train"], "lr_steps": ["0", "3"]}     # --config train='{lr_steps: [0, 3]}'
+    config["train"] = {**config["train"], "lr_steps": ["0", "3", "9"]}   # --config train='{lr_steps: [0, 3, 9]}'
     config["compute"] = {**config["compute"], "workers": "0", "device": "cpu"}
     config["datasets"]["demo"]["root"] = "2024"                       # a string value stays a string
     validate_config(coerce_command_line_values(config))
     assert config["datasets"]["demo"]["root"] == "2024"
-    assert config["spd"]["k"] == 2 and config["train"]["lr_steps"] == [0, 3] and config["compute"]["workers"] == 0
+    assert config["spd"]["k"] == 2 and config["train"]["lr_steps"] == [0, 3, 9] and config["compute"]["workers"] == 0
     config["spd"]["k"] = "two"
     coerce_command_line_values(config)
     assert config["spd"]["k"] == "two"   # left for validate_config to report

@@ -9,8 +9,8 @@ import json
 import sys
 
 from uniego.errors import UniegoError
+from uniego.names import BASELINES, STRATEGIES, VIEWS
 from uniego.stages import stage_settings_from_args
-from uniego.targets import BASELINES, STRATEGIES, VIEWS
 
 
 def _common(p, *, dataset=True):

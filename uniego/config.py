@@ -145,7 +145,7 @@ def _cross_checks(config: dict) -> list[str]:
 def _section_checks(c: dict) -> list[str]:
     """Cross-field checks of one dataset's settings (top-level sections with its overrides), so
     that a setting that cannot work fails when the DAG is built, not at epoch 2 or the merge."""
-    from uniego.targets import BASELINES
+    from uniego.names import BASELINES
 
     problems = []
     for section in ("train", "segmentation"):

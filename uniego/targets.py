@@ -1,5 +1,5 @@
-"""The workflow's file targets and the fixed name lists they use (torch-free: the Snakefile,
-the CLI and `uniego targets` import it).
+"""The workflow's file targets (torch-free: the Snakefile, the CLI and `uniego targets` import
+it); the name lists they use are in `uniego.names`.
 
 `uniego targets` prints what `snakemake <target>` can build for a config; the Snakefile uses
 `unknown_target_message` to answer a mistyped target with the closest real ones.
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import difflib
 
-VIEWS = ["ego", "exo", "skeleton"]
-STRATEGIES = ["model", "layer", "parameter", "average", "best"]   # eq. 2 granularities + two references
-BASELINES = ["ego", "naive_mtd"]
+from uniego.names import ANALYSES, BASELINES, STRATEGIES, VIEWS
 
 # (pattern, what it is). {ds} dataset, {view} VIEWS, {teacher} teacher keys, {strategy}
 # STRATEGIES, {baseline} BASELINES, {model} evaluated models, {ablation} config `ablations`.
@@ -34,7 +32,6 @@ PATTERNS = [
     ("results/{ds}/eval/{model}/segmentation.json", "temporal action segmentation (datasets with sessions)"),
     ("results/{ds}/analysis/{analysis}.json", "CKA, gradient conflict, SPD selection (with a .png)"),
 ]
-ANALYSES = ["cka", "conflict", "selection"]
 PRETRAIN_TARGETS = [(f"{arch}.pth", "a stand-in teacher trained on the corpus, in its real checkpoint format")
                     for arch in ("dinov2_test", "depth_anything_test", "siglip_test", "skego_standin_test")]
 PRETRAIN_TARGETS.append(("student.pt", "the shared student start, pretrained on the corpus"))

@@ -7,7 +7,8 @@ import sys
 
 from uniego.config import canonical_json, code_version, coerce_command_line_values, dataset_config, dataset_names, seed_runs, stage_settings, validate_config
 from uniego.errors import UniegoError
-from uniego.targets import BASELINES, STRATEGIES, VIEWS, unknown_target_message
+from uniego.names import BASELINES, STRATEGIES, VIEWS
+from uniego.targets import unknown_target_message
 from uniego.teachers.registry import TEACHERS, get_teacher
 
 try:
