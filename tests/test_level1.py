@@ -43,9 +43,24 @@ def test_killed_training_resumes_to_the_same_weights(tiny_data, skl_features, tm
     killed = _train(tiny_data, skl_features, tmp_path / "resumed.pt", env={"UNIEGO_TEST_KILL_AFTER_EPOCHS": "1"})
     assert killed.returncode == -signal.SIGKILL
     assert not (tmp_path / "resumed.pt").exists() and (tmp_path / "resumed.run" / "last.pt").exists()
+    # a crash between the epoch's log line and its checkpoint: the log is one epoch ahead (issue 20)
+    log = tmp_path / "resumed.run" / "metrics.jsonl"
+    log.write_text(log.read_text() + json.dumps({"epoch": 2, "lr": 0.005, "steps": 1, "loss": 9.0}) + "\n")
+    # one process per run folder: a second one is refused, naming the holder
+    import fcntl
+    with open(tmp_path / "resumed.run" / "lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.truncate(0)
+        held.write("process 4242 on testhost\n")
+        held.flush()
+        second = _train(tiny_data, skl_features, tmp_path / "resumed.pt")
+    assert second.returncode == 2 and "is in use by process 4242 on testhost" in second.stderr, second.stderr[-2000:]
+    assert "Traceback" not in second.stderr and not (tmp_path / "resumed.pt").exists()
     resumed = _train(tiny_data, skl_features, tmp_path / "resumed.pt")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stderr and "after epoch 1" in resumed.stderr
+    # finished: no resume state is left, so a forced rerun retrains rather than "resuming" at the end
+    assert not (tmp_path / "resumed.run" / "last.pt").exists() and not (tmp_path / "full.run" / "last.pt").exists()
     a = torch.load(tmp_path / "full.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed.pt", weights_only=True)
     for part in ("encoder", "proj"):

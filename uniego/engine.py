@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from uniego import distributed
 from uniego.cache import fingerprint
 from uniego.config import TrainSettings
 from uniego.device import autocast_for
+from uniego.errors import UniegoError
 from uniego.io import atomic_torch_save
 
 
@@ -110,12 +112,54 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
     gradients are averaged, epoch_end counts are summed over the ranks, and only rank 0
     writes; the other ranks exit when training ends.
     """
-    from tqdm import tqdm
-
     device = distributed.init(device)
     rank, world = distributed.world()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with own_run_dir(run_dir, desc) if rank == 0 else nullcontext():
+        _train(task, make_epoch_dataset, n, settings, run_dir, seed=seed, identity=identity, device=device,
+               precision=precision, workers=workers, desc=desc, optimizer=optimizer, probe=probe, rank=rank, world=world)
+
+
+@contextmanager
+def own_run_dir(run_dir: Path, desc: str):
+    """One process at a time per run folder (whatever Snakemake's own locks do): an exclusive
+    `flock` on run_dir/lock, freed by the kernel when the process ends, even after SIGKILL."""
+    import fcntl
+
+    lock = run_dir / "lock"
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UniegoError(f"{run_dir} is in use by {holder}: the same target is being trained twice. Wait for it, "
+                              "or stop it; the folder frees itself when that process ends", stage=desc) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield
+
+
+def _cut_log(log_path: Path, epochs: int) -> None:
+    """Keep the log's records of the first `epochs` epochs: a crash between the log line and the
+    checkpoint leaves one record the checkpoint does not have, and the resumed run redoes it."""
+    if not log_path.exists():
+        return
+    lines = log_path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= epochs]
+    if len(kept) != len(lines):
+        tmp = log_path.with_name(log_path.name + ".partial")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, log_path)
+
+
+def _train(task, make_epoch_dataset, n, settings, run_dir, *, seed, identity, device, precision, workers, desc,
+           optimizer, probe, rank, world) -> None:
+    from tqdm import tqdm
+
     ckpt_path, log_path = run_dir / "last.pt", run_dir / "metrics.jsonl"
     optimizer = optimizer or settings.optimizer
     fp = fingerprint({"identity": identity, "train": settings.__dict__, "seed": seed, "n": n, "optimizer": optimizer})
@@ -146,6 +190,8 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
                 log_path.unlink(missing_ok=True)
     if start == 0 and rank == 0:
         log_path.unlink(missing_ok=True)
+    elif rank == 0:
+        _cut_log(log_path, start)
     amp = autocast_for(device, precision)
     kill_after = int(os.environ.get("UNIEGO_TEST_KILL_AFTER_EPOCHS", "0"))  # test hook: SIGKILL self
     with cpu_threads_beside(workers, device):
@@ -191,6 +237,8 @@ def train(task, make_epoch_dataset, n: int, settings: TrainSettings, run_dir: st
             distributed.barrier()
             if kill_after and epoch + 1 >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
+    if rank == 0:   # finished: no resume state left behind, so a forced rerun retrains (the log stays: the history)
+        ckpt_path.unlink(missing_ok=True)
     distributed.finish()
 
 
