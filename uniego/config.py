@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -391,7 +392,8 @@ def module_files(name: str, root: Path, *, whole: bool = False) -> list[Path]:
     return [path.with_suffix(".py")] if path.with_suffix(".py").is_file() else []
 
 
-def module_imports(file: Path, root: Path) -> set[str]:
+@functools.lru_cache(maxsize=None)   # every rule's code version walks the same files at each DAG build
+def module_imports(file: Path, root: Path) -> frozenset[str]:
     """The uniego modules a source file under `root` (the uniego package folder) imports, at the
     top or inside functions."""
     import ast
@@ -410,7 +412,7 @@ def module_imports(file: Path, root: Path) -> set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             for a in node.names:   # `from uniego.pkg import x`: module x, or a name defined in uniego.pkg
                 names.add(f"{base}.{a.name}" if module_files(f"{base}.{a.name}", root, whole=False) else base)
-    return {n for n in names if n.split(".")[0] == "uniego"}
+    return frozenset(n for n in names if n.split(".")[0] == "uniego")
 
 
 def code_files(*modules: str) -> list[Path]:
