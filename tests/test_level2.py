@@ -8,8 +8,10 @@ import torch
 
 from tests.test_level1 import SETTINGS
 from uniego.config import ComputeSettings, TeacherSettings
+from uniego.errors import UniegoError
 from uniego.extract import extract
 from uniego.level2 import run_merge, run_spd
+from uniego.merge import start_logits
 from uniego.proxy import export_proxy_outputs, train_proxy
 
 CPU = ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=4)
@@ -78,6 +80,39 @@ def test_merge_records_its_objective_against_every_proxy(tiny_data, proxies, tmp
                                merge_settings(), compute=CPU), weights_only=True)["meta"]
     assert avg["objective"] is None   # without the proxies' outputs: not measured
     assert merge_summary(avg)["alpha_mean"] == {t: 0.5 for t in TEACHERS}
+
+
+def test_merge_from_two_starts_keeps_the_lower_objective(tiny_data, proxies, tmp_path):
+    """merge.starts [uniform, best_proxy]: eq. 2 runs from both starts (two run folders); the
+    kept merge is the one whose train CE (eval view) is lower, and both are recorded."""
+    _, paths, outputs = proxies
+    meta = torch.load(run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "model", tmp_path / "model.pt",
+                                merge_settings(starts=["uniform", "best_proxy"], best_start_alpha=0.8), compute=CPU,
+                                outputs=outputs), weights_only=True)["meta"]
+    starts = {r["start"]: r for r in meta["starts"]}
+    assert list(starts) == ["uniform", "best_proxy"]
+    assert meta["start"] == min(starts, key=lambda s: starts[s]["merged_ce"])
+    assert meta["objective"]["merged_ce"] == starts[meta["start"]]["merged_ce"]
+    assert meta["alpha"]["alpha"][0] == pytest.approx(list(starts[meta["start"]]["alpha_mean"].values()))
+    assert (tmp_path / "model.run" / "metrics.jsonl").exists() and (tmp_path / "model.best_proxy.run" / "metrics.jsonl").exists()
+    # the best_proxy start leans on the proxy with the lowest train CE, and one epoch moves it only a little
+    lowest = meta["objective"]["best_proxy"]
+    assert starts["best_proxy"]["alpha_mean"][lowest] > 0.6 > starts["uniform"]["alpha_mean"][lowest]
+    with pytest.raises(UniegoError, match="exported outputs"):   # no outputs: no best proxy to start from
+        run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "model", tmp_path / "m2.pt",
+                  merge_settings(starts=["best_proxy"]), compute=CPU)
+
+
+def test_start_logits():
+    """alpha = softmax(start logits): uniform 1/R, or `weight` on the chosen proxy."""
+    assert torch.equal(start_logits("uniform", 4), torch.zeros(4))
+    a = torch.softmax(start_logits("best_proxy", 4, best=2, weight=0.9), 0)
+    torch.testing.assert_close(a, torch.tensor([0.1 / 3, 0.1 / 3, 0.9, 0.1 / 3]))
+    for bad in ({"best": None}, {"best": 0, "weight": 1.0}):
+        with pytest.raises(UniegoError):
+            start_logits("best_proxy", 4, **bad)
+    with pytest.raises(UniegoError, match="unknown"):
+        start_logits("vertex", 4)
 
 
 def test_spd_records_selections(tiny_data, proxies, tmp_path):

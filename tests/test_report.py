@@ -95,7 +95,8 @@ def test_report_compares_exo_cue_classes_and_checks_proposition_1(tmp_path):
         for strategy, ce, alpha in (("model", 0.9, [0.8, 0.2]), ("average", 1.5, [0.5, 0.5])):
             objective = {"merged_ce": ce, "best_proxy_ce": 1.0, "best_proxy": "exo_skl", "samples": 162}
             paths.append(_result(tmp_path, seed, f"merge_{strategy}", 50.0, merge={
-                "strategy": strategy, "alpha_mean": {"exo_skl": alpha[0], "ego_dino": alpha[1]}, "objective": objective}))
+                "strategy": strategy, "alpha_mean": {"exo_skl": alpha[0], "ego_dino": alpha[1]}, "objective": objective,
+                "start": ["uniform", "best_proxy"][seed]}))
         p = tmp_path / f"probes{seed}.json"
         p.write_text(json.dumps({"classes": classes, "chance": 33.3, "samples": {"train": 9, "val": 3, "test": 3},
                                  "teachers": {"exo_skl": {"top1": 90.0, "view": "exo", "per_class": [100.0, 90.0, 80.0]},
@@ -106,8 +107,8 @@ def test_report_compares_exo_cue_classes_and_checks_proposition_1(tmp_path):
     assert "UNIEGO beats the ego baseline on them (77.5 vs 50.0)" in text
     assert "| arm_circle | 45.0 | 45.0 | 75.0 | 90.0 |" in text and "| **mean** | **50.0** | **50.0** | **77.5** | **85.0** |" in text
     assert "probe of exo_skl" in text
-    assert "| merge_model | 50.0 | 0.900 | 1.000 (exo_skl) | 2 of 2 | exo_skl 0.80 |" in text
-    assert "| merge_average | 50.0 | 1.500 | 1.000 (exo_skl) | (not learned) | exo_skl 0.50 |" in text
+    assert "| merge_model | 50.0 | 0.900 | 1.000 (exo_skl) | 2 of 2 | exo_skl 0.80 | best_proxy 1 of 2, uniform 1 of 2 |" in text
+    assert "| merge_average | 50.0 | 1.500 | 1.000 (exo_skl) | (not learned) | exo_skl 0.50 | - |" in text
     assert "The best proxy's test top-1: 55.5" in text
     import pytest
 

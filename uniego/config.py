@@ -229,6 +229,7 @@ OFFICIAL = {
     ("level1", "projection"): "student",   # Linear(768 -> D_teacher) on the student CLS
     ("merge", "lr"): 0.01,                 # the paper's 0.02 / 0.01 are commented out
     ("merge", "weight_decay"): 0.0,
+    ("merge", "starts"): ["uniform"],      # zero-initialised logits only
     ("spd", "student_ce_filter"): True,    # proxy CE must be below the student's current CE
     ("spd", "ce_cap"): 4.0,                # DIST_THRESHOLD
     ("spd", "normalize"): "official",      # / #samples with a selected proxy, per micro-batch

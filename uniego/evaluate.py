@@ -23,11 +23,12 @@ from uniego.proxy import encoder_from_checkpoint, load_proxy, predict
 
 def merge_summary(meta: dict) -> dict:
     """A merged checkpoint's eq. 2 record for the report: its strategy, each proxy's mean alpha
-    (over the layer / parameter groups) and the objective at the end (Proposition 1)."""
+    (over the layer / parameter groups), the objective at the end (Proposition 1) and which of
+    eq. 2's starts was kept."""
     alpha = np.asarray(meta["alpha"]["alpha"], dtype=np.float64)
     mean = alpha.reshape(-1, alpha.shape[-1]).mean(0)
     return {"strategy": meta["strategy"], "alpha_mean": dict(zip(meta["teachers"], mean.round(6).tolist())),
-            "objective": meta.get("objective")}
+            "objective": meta.get("objective"), "start": meta.get("start"), "starts": meta.get("starts")}
 
 
 def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settings: dict, *,

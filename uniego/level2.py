@@ -20,7 +20,7 @@ from uniego.engine import epoch_history, train
 from uniego.errors import UniegoError
 from uniego.io import atomic_torch_save
 from uniego.manifest import manifest_sha256, read_manifest
-from uniego.merge import MergeWeights, blend, stack_states
+from uniego.merge import MergeWeights, blend, stack_states, start_logits
 from uniego.metrics import topk_accuracy
 from uniego.proxy import encoder_from_checkpoint, load_proxy, predict
 from uniego.spd import select_proxies, spd_loss
@@ -74,31 +74,47 @@ def _split_source(table, split: str, clips: str, sha: str):
     return rows, ClipSource(clips, list(table.sample_id.iloc[rows]), manifest_sha256=sha)
 
 
-def merge_objective(merged: dict, objs: list[dict], teachers: list[str], source, labels: np.ndarray, outputs: dict,
-                    ids: list[str], sha: str, student, compute: ComputeSettings) -> dict:
+def proxy_train_ce(teachers: list[str], outputs: dict, labels: np.ndarray, ids: list[str], sha: str) -> dict[str, float]:
+    """Each proxy's train CE on the eval view (from its exported logits): eq. 2's objective at
+    the simplex's vertices."""
+    y = torch.from_numpy(labels).long()
+    ce = {}
+    for t in teachers:
+        z, _ = read_array(outputs[t], "logits", manifest_sha256=sha, sample_ids=ids, stage="merge")
+        ce[t] = float(F.cross_entropy(torch.from_numpy(np.asarray(z)).float(), y))
+    return ce
+
+
+def merge_objective(merged: dict, objs: list[dict], source, labels: np.ndarray, proxy_ce: dict,
+                    student, compute: ComputeSettings) -> dict:
     """Eq. 2's objective at the end, for Proposition 1 (the learned merge is no worse than the
     best single proxy, a vertex of the simplex): train-split CE of the merged model and of each
     proxy, all on the same deterministic eval view (the proxies' from their exported logits)."""
     encoder = encoder_from_checkpoint({"encoder": merged, "meta": objs[0]["meta"]}, student)
     _, logits = predict(encoder, source, student, device=resolve_device(compute), batch_size=compute.batch_size,
                         workers=compute.workers)
-    y = torch.from_numpy(labels).long()
-    proxy_ce = {}
-    for t in teachers:
-        z, _ = read_array(outputs[t], "logits", manifest_sha256=sha, sample_ids=ids, stage="merge")
-        proxy_ce[t] = float(F.cross_entropy(torch.from_numpy(np.asarray(z)).float(), y))
     best = min(proxy_ce, key=proxy_ce.get)
-    merged_ce = float(F.cross_entropy(torch.from_numpy(logits).float(), y))
-    return {"split": "train", "samples": int(len(y)), "view": "eval: resize to train_jitter[0], centre crop",
+    merged_ce = float(F.cross_entropy(torch.from_numpy(logits).float(), torch.from_numpy(labels).long()))
+    return {"split": "train", "samples": int(len(labels)), "view": "eval: resize to train_jitter[0], centre crop",
             "merged_ce": merged_ce, "proxy_ce": proxy_ce, "best_proxy": best, "best_proxy_ce": proxy_ce[best],
             "merged_top1": topk_accuracy(logits, labels)}
+
+
+def _run_folder(out: Path, start: str) -> Path:
+    """<out stem>.run for the uniform (official) start, <out stem>.<start>.run for another."""
+    return out.with_name(out.stem + (".run" if start == "uniform" else f".{start}.run"))
 
 
 def run_merge(manifest: str, clips: str, proxies: dict, strategy: str, out: str, settings: dict, *,
               compute: ComputeSettings = ComputeSettings(), code_version: str = "", outputs: dict | None = None) -> Path:
     """Merge the proxies of settings['teachers'] (in that order) with `strategy`; write `out`.
-    With the proxies' exported outputs (`outputs`), also record eq. 2's objective at the end for
-    the merged model and every proxy (`meta.objective`, Proposition 1)."""
+
+    A learned strategy runs eq. 2 from each of merge.starts (`uniform`: the official zero
+    logits; `best_proxy`: alpha leaning on the proxy with the lowest train CE) and keeps the
+    start whose merged model ends with the lowest train CE (eval view): a local search over the
+    simplex from more than one point, so that Proposition 1's vertex is within reach. With the
+    proxies' exported outputs (`outputs`) the objective at the end is recorded for the merged
+    model and every proxy (`meta.objective`, `meta.starts`)."""
     student, m, teachers, seed = parse_student(settings["student"]), settings["merge"], settings["teachers"], settings["seed"]
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
@@ -107,6 +123,7 @@ def run_merge(manifest: str, clips: str, proxies: dict, strategy: str, out: str,
     base = encoder_from_checkpoint(objs[0], student)
     keys = [k for k, v in stacked.items() if v.is_floating_point()]
     device = resolve_device(compute)
+    out = Path(out)
     best, val_acc = None, None
     if strategy == "best":
         rows, source = _split_source(table, "val", clips, sha)
@@ -114,30 +131,39 @@ def run_merge(manifest: str, clips: str, proxies: dict, strategy: str, out: str,
         val_acc = [topk_accuracy(predict(encoder_from_checkpoint(o, student), source, student, device=device,
                                          batch_size=compute.batch_size, workers=compute.workers)[1], y) for o in objs]
         best = int(np.argmax(val_acc))
-    weights = MergeWeights(keys, len(objs), strategy, best=best)
-    out = Path(out)
-    if strategy in LEARNED:
-        rows, source = _split_source(table, "train", clips, sha)
-        labels = table.label.to_numpy()[rows]
-        s = TrainSettings(epochs=m["epochs"], lr=m["lr"], lr_steps=(0,), lr_factors=(1.0,), momentum=0.0, nesterov=False,
-                          weight_decay=m["weight_decay"], batch_size=m["batch_size"])
-        identity = {"strategy": strategy, "proxies": [o["meta"].get("final_metrics") for o in objs], "manifest": sha,
-                    "teachers": teachers, "code_version": code_version}
-        train(MergeTask(base, stacked, weights), lambda b, e: ClipBatches(source, labels, student, b, epoch=e, seed=seed, train=True),
-              len(rows), s, out.with_name(out.stem + ".run"), seed=seed, identity=identity, device=device,
-              precision=compute.precision, workers=compute.workers, desc=f"merge {strategy}", optimizer="adam")
-    merged = blend({k: v.cpu() for k, v in stacked.items()}, {k: a.detach().cpu() for k, a in weights.per_key().items()})
-    objective = None
-    if outputs:
-        rows, source = _split_source(table, "train", clips, sha)
-        objective = merge_objective(merged, objs, teachers, source, table.label.to_numpy()[rows], outputs,
-                                    list(table.sample_id.iloc[rows]), sha, student, compute)
-    meta = {"kind": "merged", "strategy": strategy, "teachers": teachers, "alpha": weights.cpu().to_json(),
-            "objective": objective,
+    rows, source = _split_source(table, "train", clips, sha)
+    labels, ids = table.label.to_numpy()[rows], list(table.sample_id.iloc[rows])
+    proxy_ce = proxy_train_ce(teachers, outputs, labels, ids, sha) if outputs else None
+    starts = list(m.get("starts", ["uniform"])) if strategy in LEARNED else ["uniform"]
+    lowest = teachers.index(min(proxy_ce, key=proxy_ce.get)) if proxy_ce else None
+    runs = []
+    for start in starts:
+        init = start_logits(start, len(objs), best=lowest, weight=m.get("best_start_alpha", 0.9))
+        weights = MergeWeights(keys, len(objs), strategy, best=best, init=init)
+        if strategy in LEARNED:
+            s = TrainSettings(epochs=m["epochs"], lr=m["lr"], lr_steps=(0,), lr_factors=(1.0,), momentum=0.0, nesterov=False,
+                              weight_decay=m["weight_decay"], batch_size=m["batch_size"])
+            identity = {"strategy": strategy, "start": start, "proxies": [o["meta"].get("final_metrics") for o in objs],
+                        "manifest": sha, "teachers": teachers, "code_version": code_version}
+            train(MergeTask(base, stacked, weights),
+                  lambda b, e: ClipBatches(source, labels, student, b, epoch=e, seed=seed, train=True),
+                  len(rows), s, _run_folder(out, start), seed=seed, identity=identity, device=device,
+                  precision=compute.precision, workers=compute.workers, desc=f"merge {strategy} ({start} start)",
+                  optimizer="adam")
+        merged = blend({k: v.cpu() for k, v in stacked.items()}, {k: a.detach().cpu() for k, a in weights.per_key().items()})
+        objective = merge_objective(merged, objs, source, labels, proxy_ce, student, compute) if proxy_ce else None
+        runs.append({"start": start, "weights": weights.cpu(), "merged": merged, "objective": objective})
+    chosen = min(runs, key=lambda r: r["objective"]["merged_ce"]) if proxy_ce else runs[0]
+    weights = chosen["weights"]
+    meta = {"kind": "merged", "strategy": strategy, "teachers": teachers, "alpha": weights.to_json(),
+            "objective": chosen["objective"], "start": chosen["start"],
+            "starts": [{"start": r["start"], "merged_ce": None if r["objective"] is None else r["objective"]["merged_ce"],
+                        "alpha_mean": dict(zip(teachers, r["weights"].alpha().detach().mean(0).tolist()))} for r in runs],
             "best_by_val_top1": None if best is None else teachers[best], "val_top1": val_acc,
             "classes": classes, "num_frames": objs[0]["meta"]["num_frames"], "merge": m, "seed": seed,
             "manifest_sha256": sha, "code_version": code_version, "uniego_version": __version__}
-    atomic_torch_save({"encoder": {k: v.contiguous() for k, v in merged.items()}, "meta": json.loads(json.dumps(meta))}, out)
+    atomic_torch_save({"encoder": {k: v.contiguous() for k, v in chosen["merged"].items()},
+                       "meta": json.loads(json.dumps(meta))}, out)
     return out
 
 

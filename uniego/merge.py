@@ -1,20 +1,40 @@
 """Proxy merging (eq. 2): theta = sum_r alpha_r theta_r with alpha on the simplex.
 
-alpha is the softmax of zero-initialised logits (uniform start), learned to minimise the
-merged model's cross-entropy, one alpha for the whole model (`model`), per layer group
-(`layer`: each block, and each other top-level module), or per tensor (`parameter`);
-`average` keeps the uniform alpha and `best` puts all weight on one proxy.
+alpha is the softmax of learnable logits, learned to minimise the merged model's
+cross-entropy, one alpha for the whole model (`model`), per layer group (`layer`: each block,
+and each other top-level module), or per tensor (`parameter`); `average` keeps the uniform
+alpha and `best` puts all weight on one proxy. The logits start at zero (uniform alpha, the
+official code) or, as a second start (`start_logits`), leaning on one proxy.
 The merged forward uses torch.func.functional_call on one blended state dict per step.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from uniego.errors import UniegoError
 
 STRATEGIES = ("model", "layer", "parameter", "average", "best")
+STARTS = ("uniform", "best_proxy")
+
+
+def start_logits(start: str, num_proxies: int, *, best: int | None = None, weight: float = 0.9) -> torch.Tensor:
+    """alpha's initial logits [R]: `uniform` zeros (alpha = 1/R, the official start), or
+    `best_proxy`: alpha = `weight` on proxy `best` and the rest shared equally by the others
+    (a start beside the vertex with the lowest objective, from which the local search of eq. 2
+    cannot end worse than that vertex unless the barrier pushes it out)."""
+    if start not in STARTS:
+        raise UniegoError(f"merge start {start!r} unknown; choose from {', '.join(STARTS)}", stage="merge")
+    logits = torch.zeros(num_proxies)
+    if start == "best_proxy" and num_proxies > 1:
+        if best is None:
+            raise UniegoError("merge start `best_proxy` needs the proxies' exported outputs to find the best proxy", stage="merge")
+        if not 0.0 < weight < 1.0:
+            raise UniegoError(f"merge.best_start_alpha must lie in (0, 1), not {weight}", stage="merge")
+        logits[best] = float(np.log(weight * (num_proxies - 1) / (1.0 - weight)))
+    return logits
 
 
 def stack_states(states: list[dict]) -> dict:
@@ -72,7 +92,8 @@ def layer_group(key: str) -> str:
 class MergeWeights(nn.Module):
     """The learnable alpha of one strategy, over the keys being merged."""
 
-    def __init__(self, keys: list[str], num_proxies: int, strategy: str, *, best: int | None = None):
+    def __init__(self, keys: list[str], num_proxies: int, strategy: str, *, best: int | None = None,
+                 init: torch.Tensor | None = None):
         super().__init__()
         if strategy not in STRATEGIES:
             raise UniegoError(f"merge strategy {strategy!r} unknown; choose from {', '.join(STRATEGIES)}", stage="merge")
@@ -85,7 +106,8 @@ class MergeWeights(nn.Module):
             self.groups = ["model"]
         self.group_of = {k: (layer_group(k) if strategy == "layer" else k if strategy == "parameter" else "model") for k in keys}
         learnable = strategy in ("model", "layer", "parameter")
-        self.logits = nn.Parameter(torch.zeros(len(self.groups), num_proxies), requires_grad=learnable)
+        start = torch.zeros(len(self.groups), num_proxies) if init is None else init.reshape(1, -1).repeat(len(self.groups), 1)
+        self.logits = nn.Parameter(start.float(), requires_grad=learnable)
         if strategy == "best":
             if best is None:
                 raise UniegoError("merge strategy `best` needs the index of the best proxy", stage="merge")
