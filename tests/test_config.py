@@ -147,3 +147,53 @@ def test_an_ablation_asking_for_more_proxies_than_there_are_fails_when_planned()
     assert ablation_spd(c, "k2")["k"] == 2
     with pytest.raises(UniegoError, match="ablations.k3: k = 3 is more than the 2 proxies"):
         ablation_spd(c, "k3")
+
+
+def test_schema_settings_and_stage_settings_agree(config):
+    """One shape per section (issue 21): the JSON schema's keys are the settings dataclass's
+    fields (less the stated exceptions), every field without a default is required, and what
+    `stage_settings` hands each stage parses into its dataclass for every shipped dataset."""
+    import dataclasses
+
+    from uniego import config as C
+
+    schema = load_yaml(C.SCHEMA_PATH)
+    defs, top = schema["$defs"], schema["properties"]
+    # section -> (dataclass, fields that are not config keys, config keys the dataclass does not take, and why)
+    sections = {
+        "clips": (C.ClipSettings, set(), set()),
+        "teacher": (C.TeacherSettings, {"key"}, set()),                       # key: the teacher's name, from its place
+        "student": (C.StudentSettings, set(), set()),
+        "train": (C.TrainSettings, set(), set()),
+        "level1": (C.Level1Settings, set(), {"teachers"}),                    # the proxies to train: the DAG's, not a stage's
+        "merge": (C.MergeSettings, set(), set()),
+        "spd": (C.SPDSettings, set(), set()),
+        "eval": (C.EvalSettings, set(), set()),
+        "compute": (C.ComputeSettings, set(), {"threads", "gpus_per_job", "gpu_ids", "gpu_lock_dir"}),   # Snakemake resources
+    }
+    for name, (cls, not_keys, dag_only) in sections.items():
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        keys = set(defs[name]["properties"])
+        assert keys - dag_only == set(fields) - not_keys, (name, sorted(keys ^ set(fields)))
+        assert dag_only <= keys, (name, dag_only - keys)
+        section = top.get(name) or top["teachers"]
+        required = set(section.get("required", [])) | set(section.get("patternProperties", {}).get(".*", {}).get("required", []))
+        if name == "teacher":
+            required = set(top["teachers"]["patternProperties"][".*"]["required"])
+        no_default = {n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        assert no_default - not_keys <= required, (name, sorted(no_default - not_keys - required))
+    preset = top["demo_presets"]["additionalProperties"]
+    assert set(preset["properties"]) == {f.name for f in dataclasses.fields(C.DemoPreset)}
+    for ds in C.dataset_names(config):
+        for fidelity in ("paper", "official"):
+            cfg = {**config, "fidelity": fidelity}
+            s = stage_settings(cfg, ds, "merge")
+            C.parse_merge(s["merge"]), C.parse_student(s["student"])
+            C.parse_spd(stage_settings(cfg, ds, "spd")["spd"])
+            for ablation in cfg["ablations"]:
+                C.parse_spd(stage_settings(cfg, ds, "spd", ablation=ablation)["spd"])
+            C.parse_eval(stage_settings(cfg, ds, "evaluate")["eval"])
+            C.parse_train(stage_settings(cfg, ds, "train_proxy", teacher="ego_dino")["train"])
+            C.from_dict(C.Level1Settings, stage_settings(cfg, ds, "train_proxy", teacher="ego_dino")["level1"], where="level1")
+            for t in cfg["teachers"]:
+                C.from_dict(C.TeacherSettings, stage_settings(cfg, ds, "extract", teacher=t)["teacher"], where=t)

@@ -60,8 +60,6 @@ def test_demo_dag_builds_every_store(built):
 
 
 def test_task_teachers_are_trained_then_extracted(built):
-    import torch
-
     for t in ("exo_rgb", "exo_skl"):
         ck = torch.load(built / f"results/tiny/teachers/{t}.pt", weights_only=True)
         assert ck["meta"]["kind"] == "task_teacher" and ck["meta"]["teacher"] == t
@@ -139,7 +137,6 @@ def test_uniego_through_the_dag_and_spd_k_reruns_only_spd(built):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     import json
 
-    import torch
     for t in targets:
         res = json.loads((built / t).read_text())
         assert 0 <= res["top1"] <= res["top5"] <= 100 and res["n"] == 9 and res["views"] == "1x3"
@@ -222,6 +219,15 @@ def test_two_runs_from_scratch_give_identical_results(tmp_path):
     # no `.run/last.pt` is left once a training has finished (issue 20: a forced rerun retrains)
     assert not [f for f in outputs if f.name == "last.pt"], outputs
     assert c.compared["checkpoints"] == sum(k == "checkpoints" for k in outputs.values()) >= 12, c.compared
+    # every model checkpoint follows the one stage runner's schema (issue 21), and every trained one has its history
+    from uniego.stages.runner import CHECKPOINT_META, KINDS
+    models = [f for f in runs[0].rglob("*.pt") if ".run" not in f.parent.name]
+    assert len(models) >= 12, models
+    for f in models:
+        meta = torch.load(f, weights_only=True)["meta"]
+        assert list(meta)[:len(CHECKPOINT_META)] == list(CHECKPOINT_META) and meta["kind"] in KINDS, (f, list(meta))
+        trained = meta["kind"] != "merged" or meta["strategy"] in ("model", "layer", "parameter")
+        assert bool(meta["history"]) == trained and (meta["final_metrics"] == meta["history"][-1] if trained else True), f
     assert c.compared["stores"] >= 10, c.compared
     # every teacher's linear probe is in the report (issue 18), the stand-ins' training named
     probes = json.loads((runs[0] / "analysis" / "probes.json").read_text())

@@ -4,7 +4,6 @@ teacher's eq.-1 feature term at once, one projection per teacher, their mean).""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uniego import __version__
 from uniego.config import ComputeSettings, Level1Settings, from_dict, parse_student, parse_train
 from uniego.data import ClipBatches, ClipSource, probe_batch
-from uniego.device import resolve_device
-from uniego.engine import epoch_history, train
 from uniego.errors import UniegoError
-from uniego.io import atomic_torch_save
 from uniego.losses import cosine_distance
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.proxy import teacher_targets
+from uniego.stages.runner import checkpoint_meta, fit, save_checkpoint
 from uniego.student import ProxyModel, build_student
 
 BASELINES = ("ego", "naive_mtd")
@@ -87,14 +83,11 @@ def run_baseline(name: str, manifest: str, clips: str, features: dict, out: str,
                             targets, lv)
     labels = table.label.to_numpy()[rows]
     probe = probe_batch(source, labels, student, settings.get("probe_samples", 0)) if name != "ego" else None
-    out = Path(out)
-    identity = {"baseline": name, "manifest": sha, "student": student.__dict__, "level1": lv.__dict__,
-                "teachers": teachers if name != "ego" else [], "code_version": code_version}
-    train(task, lambda b, e: ClipBatches(source, labels, student, b, epoch=e, seed=seed, train=True), len(rows), train_s,
-          out.with_name(out.stem + ".run"), seed=seed, identity=identity, device=resolve_device(compute),
-          precision=compute.precision, workers=compute.workers, desc=f"baseline {name}", probe=probe)
-    meta = {"kind": "student", "method": name, "classes": classes, "num_frames": source.num_frames, "seed": seed,
-            "teachers": identity["teachers"], "history": epoch_history(out.with_name(out.stem + ".run")),
-            "manifest_sha256": sha, "code_version": code_version, "uniego_version": __version__}
-    atomic_torch_save({"encoder": encoder.cpu().state_dict(), "meta": json.loads(json.dumps(meta))}, out)
-    return out
+    distilled = teachers if name != "ego" else []
+    identity = {"baseline": name, "manifest": sha, "student": student.__dict__, "level1": lv.__dict__, "teachers": distilled}
+    run = fit(task, lambda b, e: ClipBatches(source, labels, student, b, epoch=e, seed=seed, train=True), len(rows), train_s,
+              out=out, identity=identity, seed=seed, code_version=code_version, compute=compute, desc=f"baseline {name}",
+              probe=probe)
+    meta = checkpoint_meta("student", seed=seed, manifest_sha256=sha, code_version=code_version, run=run, method=name,
+                           classes=classes, num_frames=source.num_frames, teachers=distilled, train=train_s.__dict__)
+    return save_checkpoint(out, {"encoder": encoder.cpu().state_dict()}, meta)

@@ -359,6 +359,40 @@ class Level1Settings:
 
 
 @dataclasses.dataclass(frozen=True)
+class MergeSettings:
+    """Eq. 2's optimisation (config `merge`)."""
+    lr: float
+    weight_decay: float
+    epochs: int
+    batch_size: int
+    starts: tuple[str, ...] = ("uniform",)   # uniform | best_proxy; the start that ends lowest is kept
+    best_start_alpha: float = 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class SPDSettings:
+    """Selective Proxy Distillation, eq. 4-6 (config `spd`, or an ablation's overlay of it)."""
+    init: str                 # the merge strategy SPD starts from
+    k: int
+    mode: str                 # topk | all | ego_exo
+    beta_feat: float
+    beta_logit: float
+    beta_cls: float
+    tau: float
+    student_ce_filter: bool
+    ce_cap: float | None
+    normalize: str            # paper | official
+    feature_projection: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """Test views (config `eval`): spatial crops x temporal clips, logits summed."""
+    spatial_crops: int
+    temporal_clips: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class DemoPreset:
     clips_per_class: int
     size: int
@@ -546,6 +580,18 @@ def full_clip_settings(config: dict, ds: str) -> ClipSettings:
 
 def parse_student(d: dict) -> StudentSettings:
     return from_dict(StudentSettings, {**d, "train_jitter": tuple(d["train_jitter"])}, where="student")
+
+
+def parse_merge(d: dict) -> MergeSettings:
+    return from_dict(MergeSettings, {**d, "starts": tuple(d.get("starts", ("uniform",)))}, where="merge")
+
+
+def parse_spd(d: dict) -> SPDSettings:
+    return from_dict(SPDSettings, d, where="spd")
+
+
+def parse_eval(d: dict) -> EvalSettings:
+    return from_dict(EvalSettings, d, where="eval")
 
 
 def parse_train(d: dict) -> TrainSettings:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uniego.config import ComputeSettings, parse_student
+from uniego.config import ComputeSettings, parse_eval, parse_student
 from uniego.data import ClipSource
 from uniego.device import resolve_device
 from uniego.errors import UniegoError
@@ -34,8 +34,8 @@ def merge_summary(meta: dict) -> dict:
 def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settings: dict, *,
                          compute: ComputeSettings = ComputeSettings(), name: str = "",
                          retrieval_out: str | None = None, code_version: str = "") -> dict:
-    student, crops = parse_student(settings["student"]), settings["eval"]["spatial_crops"]
-    temporal = settings["eval"].get("temporal_clips", 1)
+    student, views_s = parse_student(settings["student"]), parse_eval(settings["eval"])
+    crops, temporal = views_s.spatial_crops, views_s.temporal_clips
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
     obj = load_proxy(model)

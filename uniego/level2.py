@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,19 +12,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from uniego import __version__, distributed
+from uniego import distributed
 from uniego.cache import read_array
-from uniego.config import ComputeSettings, TrainSettings, parse_student, parse_train
+from uniego.config import ComputeSettings, SPDSettings, TrainSettings, parse_merge, parse_spd, parse_student, parse_train
 from uniego.data import ClipBatches, ClipSource, probe_batch
 from uniego.device import resolve_device
-from uniego.engine import epoch_history, train
 from uniego.errors import UniegoError
-from uniego.io import atomic_torch_save
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.merge import MergeWeights, blend, stack_states, start_logits
 from uniego.metrics import topk_accuracy
 from uniego.proxy import encoder_from_checkpoint, load_proxy, predict
 from uniego.spd import select_proxies, spd_loss
+from uniego.stages.runner import checkpoint_meta, fit, run_folder, save_checkpoint
 from uniego.teachers.registry import get_teacher
 
 LEARNED = ("model", "layer", "parameter")
@@ -100,11 +100,6 @@ def merge_objective(merged: dict, objs: list[dict], source, labels: np.ndarray, 
             "merged_top1": topk_accuracy(logits, labels)}
 
 
-def _run_folder(out: Path, start: str) -> Path:
-    """<out stem>.run for the uniform (official) start, <out stem>.<start>.run for another."""
-    return out.with_name(out.stem + (".run" if start == "uniform" else f".{start}.run"))
-
-
 def run_merge(manifest: str, clips: str, proxies: dict, strategy: str, out: str, settings: dict, *,
               compute: ComputeSettings = ComputeSettings(), code_version: str = "", outputs: dict | None = None) -> Path:
     """Merge the proxies of settings['teachers'] (in that order) with `strategy`; write `out`.
@@ -115,7 +110,7 @@ def run_merge(manifest: str, clips: str, proxies: dict, strategy: str, out: str,
     simplex from more than one point, so that Proposition 1's vertex is within reach. With the
     proxies' exported outputs (`outputs`) the objective at the end is recorded for the merged
     model and every proxy (`meta.objective`, `meta.starts`)."""
-    student, m, teachers, seed = parse_student(settings["student"]), settings["merge"], settings["teachers"], settings["seed"]
+    student, m, teachers, seed = parse_student(settings["student"]), parse_merge(settings["merge"]), settings["teachers"], settings["seed"]
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
     objs = _proxies(proxies, teachers, sha)
@@ -134,37 +129,35 @@ def run_merge(manifest: str, clips: str, proxies: dict, strategy: str, out: str,
     rows, source = _split_source(table, "train", clips, sha)
     labels, ids = table.label.to_numpy()[rows], list(table.sample_id.iloc[rows])
     proxy_ce = proxy_train_ce(teachers, outputs, labels, ids, sha) if outputs else None
-    starts = list(m.get("starts", ["uniform"])) if strategy in LEARNED else ["uniform"]
+    starts = list(m.starts) if strategy in LEARNED else ["uniform"]
     lowest = teachers.index(min(proxy_ce, key=proxy_ce.get)) if proxy_ce else None
     runs = []
     for start in starts:
-        init = start_logits(start, len(objs), best=lowest, weight=m.get("best_start_alpha", 0.9))
+        init = start_logits(start, len(objs), best=lowest, weight=m.best_start_alpha)
         weights = MergeWeights(keys, len(objs), strategy, best=best, init=init)
+        run = None
         if strategy in LEARNED:
-            s = TrainSettings(epochs=m["epochs"], lr=m["lr"], lr_steps=(0,), lr_factors=(1.0,), momentum=0.0, nesterov=False,
-                              weight_decay=m["weight_decay"], batch_size=m["batch_size"])
+            s = TrainSettings(epochs=m.epochs, lr=m.lr, lr_steps=(0,), lr_factors=(1.0,), momentum=0.0, nesterov=False,
+                              weight_decay=m.weight_decay, batch_size=m.batch_size)
             identity = {"strategy": strategy, "start": start, "proxies": [o["meta"].get("final_metrics") for o in objs],
-                        "manifest": sha, "teachers": teachers, "code_version": code_version}
-            train(MergeTask(base, stacked, weights),
-                  lambda b, e: ClipBatches(source, labels, student, b, epoch=e, seed=seed, train=True),
-                  len(rows), s, _run_folder(out, start), seed=seed, identity=identity, device=device,
-                  precision=compute.precision, workers=compute.workers, desc=f"merge {strategy} ({start} start)",
-                  optimizer="adam")
+                        "manifest": sha, "teachers": teachers}
+            run = fit(MergeTask(base, stacked, weights),
+                      lambda b, e: ClipBatches(source, labels, student, b, epoch=e, seed=seed, train=True),
+                      len(rows), s, out=out, identity=identity, seed=seed, code_version=code_version, compute=compute,
+                      desc=f"merge {strategy} ({start} start)", optimizer="adam",
+                      run_suffix="" if start == "uniform" else start)
         merged = blend({k: v.cpu() for k, v in stacked.items()}, {k: a.detach().cpu() for k, a in weights.per_key().items()})
         objective = merge_objective(merged, objs, source, labels, proxy_ce, student, compute) if proxy_ce else None
-        runs.append({"start": start, "weights": weights.cpu(), "merged": merged, "objective": objective})
+        runs.append({"start": start, "weights": weights.cpu(), "merged": merged, "objective": objective, "run": run})
     chosen = min(runs, key=lambda r: r["objective"]["merged_ce"]) if proxy_ce else runs[0]
-    weights = chosen["weights"]
-    meta = {"kind": "merged", "strategy": strategy, "teachers": teachers, "alpha": weights.to_json(),
-            "objective": chosen["objective"], "start": chosen["start"],
-            "starts": [{"start": r["start"], "merged_ce": None if r["objective"] is None else r["objective"]["merged_ce"],
-                        "alpha_mean": dict(zip(teachers, r["weights"].alpha().detach().mean(0).tolist()))} for r in runs],
-            "best_by_val_top1": None if best is None else teachers[best], "val_top1": val_acc,
-            "classes": classes, "num_frames": objs[0]["meta"]["num_frames"], "merge": m, "seed": seed,
-            "manifest_sha256": sha, "code_version": code_version, "uniego_version": __version__}
-    atomic_torch_save({"encoder": {k: v.contiguous() for k, v in chosen["merged"].items()},
-                       "meta": json.loads(json.dumps(meta))}, out)
-    return out
+    meta = checkpoint_meta(
+        "merged", seed=seed, manifest_sha256=sha, code_version=code_version, run=chosen["run"], strategy=strategy,
+        teachers=teachers, alpha=chosen["weights"].to_json(), objective=chosen["objective"], start=chosen["start"],
+        starts=[{"start": r["start"], "merged_ce": None if r["objective"] is None else r["objective"]["merged_ce"],
+                 "alpha_mean": dict(zip(teachers, r["weights"].alpha().detach().mean(0).tolist()))} for r in runs],
+        best_by_val_top1=None if best is None else teachers[best], val_top1=val_acc, classes=classes,
+        num_frames=objs[0]["meta"]["num_frames"], merge=dataclasses.asdict(m))
+    return save_checkpoint(out, {"encoder": {k: v.contiguous() for k, v in chosen["merged"].items()}}, meta)
 
 
 class SPDModel(nn.Module):
@@ -185,7 +178,8 @@ class SPDModel(nn.Module):
 class SPDTask:
     """Eq. 4-6 on a batch, against the proxies' cached outputs; counts the selections."""
 
-    def __init__(self, model: SPDModel, h_p: torch.Tensor, z_p: torch.Tensor, views: list[str], spd: dict, num_classes: int):
+    def __init__(self, model: SPDModel, h_p: torch.Tensor, z_p: torch.Tensor, views: list[str], spd: SPDSettings,
+                 num_classes: int):
         self.model, self.h_p, self.z_p, self.views, self.s = model, h_p, z_p, views, spd
         self.counts = torch.zeros(h_p.shape[0])
         self.class_counts = torch.zeros(num_classes, h_p.shape[0])
@@ -196,19 +190,19 @@ class SPDTask:
         idx, y = batch["index"], batch["label"]
         h_p, z_p = self.h_p.to(u.device)[:, idx], self.z_p.to(u.device)[:, idx]
         s = self.s
-        student_ce = F.cross_entropy(z.detach().float(), y, reduction="none") if s["student_ce_filter"] else None
-        sel = select_proxies(z_p, y, s["k"], mode=s["mode"], views=self.views, student_ce=student_ce, ce_cap=s["ce_cap"])
+        student_ce = F.cross_entropy(z.detach().float(), y, reduction="none") if s.student_ce_filter else None
+        sel = select_proxies(z_p, y, s.k, mode=s.mode, views=self.views, student_ce=student_ce, ce_cap=s.ce_cap)
         if count:
             self.counts += sel.sum(0).float().cpu()
             self.class_counts.index_add_(0, y.cpu(), sel.float().cpu())
             self.samples += len(y)
         distilled = None
-        if s["normalize"] == "official":  # the global batch's count of distilled samples, per rank
+        if s.normalize == "official":  # the global batch's count of distilled samples, per rank
             count, ranks = distributed.total((sel.sum(1) > 0).sum())
             distilled = max(count, 1) / ranks
-        out = spd_loss(u, z, h_p, z_p, y, sel, beta_feat=s["beta_feat"], beta_logit=s["beta_logit"], beta_cls=s["beta_cls"],
-                       tau=s["tau"], normalize=s["normalize"], distilled=distilled)
-        return out, s["beta_cls"] * F.cross_entropy(z, y)
+        out = spd_loss(u, z, h_p, z_p, y, sel, beta_feat=s.beta_feat, beta_logit=s.beta_logit, beta_cls=s.beta_cls,
+                       tau=s.tau, normalize=s.normalize, distilled=distilled)
+        return out, s.beta_cls * F.cross_entropy(z, y)
 
     def step(self, batch: dict) -> dict:
         return self._loss(batch, count=True)[0]
@@ -234,7 +228,7 @@ def run_spd(manifest: str, clips: str, merged: str, outputs: dict, out: str, set
             compute: ComputeSettings = ComputeSettings(), code_version: str = "") -> Path:
     """SPD from the merged initialisation against the proxies' cached outputs; write `out`."""
     student, train_s = parse_student(settings["student"]), parse_train(settings["train"])
-    spd, teachers, seed = settings["spd"], settings["teachers"], settings["seed"]
+    spd, teachers, seed = parse_spd(settings["spd"]), settings["teachers"], settings["seed"]
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
     rows, source = _split_source(table, "train", clips, sha)
@@ -249,28 +243,22 @@ def run_spd(manifest: str, clips: str, merged: str, outputs: dict, out: str, set
     init = load_proxy(merged)
     if init["meta"].get("manifest_sha256") != sha:
         raise UniegoError(f"{merged} was built from another manifest; rebuild it", stage="spd")
-    model = SPDModel(encoder_from_checkpoint(init, student), spd["feature_projection"])
+    model = SPDModel(encoder_from_checkpoint(init, student), spd.feature_projection)
     task = SPDTask(model, h_p, z_p, [get_teacher(t).view for t in teachers], spd, len(classes))
     labels = table.label.to_numpy()[rows]
-    out = Path(out)
-    run_dir = out.with_name(out.stem + ".run")
-    identity = {"merged": init["meta"].get("alpha"), "teachers": teachers, "spd": spd, "manifest": sha, "code_version": code_version}
+    identity = {"merged": init["meta"].get("alpha"), "teachers": teachers, "spd": dataclasses.asdict(spd), "manifest": sha}
     probe = probe_batch(source, labels, student, settings.get("probe_samples", 0))
-    train(task, lambda b, e: ClipBatches(source, labels, student, b, epoch=e, seed=seed, train=True), len(rows), train_s,
-          run_dir, seed=seed, identity=identity, device=resolve_device(compute), precision=compute.precision,
-          workers=compute.workers, desc="spd", probe=probe)
-    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    run = fit(task, lambda b, e: ClipBatches(source, labels, student, b, epoch=e, seed=seed, train=True), len(rows), train_s,
+              out=out, identity=identity, seed=seed, code_version=code_version, compute=compute, desc="spd", probe=probe)
+    epochs = [json.loads(line) for line in (run_folder(out) / "metrics.jsonl").read_text().splitlines()]
     per_proxy = np.sum([e["selected_per_proxy"] for e in epochs], axis=0).tolist()
     per_class = np.sum([e["selected_per_class"] for e in epochs], axis=0).tolist()
-    meta = {"kind": "student", "method": "uniego", "teachers": teachers, "classes": classes, "num_frames": init["meta"]["num_frames"],
-            "init": str(merged), "spd": spd, "train": train_s.__dict__, "seed": seed, "manifest_sha256": sha,
-            "selection": {"per_proxy": dict(zip(teachers, per_proxy)), "per_class": per_class,
-                          "samples_seen": int(sum(e["samples_seen"] for e in epochs))},
-            "final_metrics": {k: v for k, v in epochs[-1].items() if not k.startswith("selected_per")},
-            "history": epoch_history(run_dir), "ablation": settings.get("ablation"),
-            "code_version": code_version, "uniego_version": __version__}
-    obj = {"encoder": model.encoder.cpu().state_dict(), "meta": json.loads(json.dumps(meta))}
+    meta = checkpoint_meta("student", seed=seed, manifest_sha256=sha, code_version=code_version, run=run, method="uniego",
+                           teachers=teachers, classes=classes, num_frames=init["meta"]["num_frames"], init=str(merged),
+                           spd=dataclasses.asdict(spd), train=train_s.__dict__, ablation=settings.get("ablation"),
+                           selection={"per_proxy": dict(zip(teachers, per_proxy)), "per_class": per_class,
+                                      "samples_seen": int(sum(e["samples_seen"] for e in epochs))})
+    tensors = {"encoder": model.encoder.cpu().state_dict()}
     if model.proj is not None:
-        obj["proj"] = model.proj.cpu().state_dict()
-    atomic_torch_save(obj, out)
-    return out
+        tensors["proj"] = model.proj.cpu().state_dict()
+    return save_checkpoint(out, tensors, meta)

@@ -3,23 +3,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from uniego import __version__
 from uniego.cache import ArraySpec, StoreWriter, open_store, read_array
 from uniego.config import ComputeSettings, Level1Settings, StudentSettings, from_dict, parse_student, parse_train
 from uniego.data import ClipBatches, ClipSource
 from uniego.device import resolve_device
-from uniego.engine import train, whole_batches
+from uniego.engine import whole_batches
 from uniego.errors import UniegoError
-from uniego.io import atomic_torch_save
 from uniego.losses import proxy_loss
 from uniego.manifest import manifest_sha256, read_manifest
+from uniego.stages.runner import checkpoint_meta, fit, save_checkpoint
 from uniego.student import ProxyModel, build_student
 
 
@@ -81,22 +79,18 @@ def train_proxy(manifest: str, clips: str, features: str, out: str, settings: di
     model = ProxyModel(encoder, targets.shape[1], lv.projection)
     task = ProxyTask(model, targets[rows], lv)
     labels = table.label.to_numpy()[rows]
-    device = resolve_device(compute)
-    out = Path(out)
     identity = {"teacher": teacher, "manifest": sha, "features": t_attrs.get("fingerprint"), "student": student.__dict__,
-                "level1": lv.__dict__, "code_version": code_version}
-    train(task, lambda batches, epoch: ClipBatches(source, labels, student, batches, epoch=epoch, seed=seed, train=True),
-          len(rows), train_s, out.with_name(out.stem + ".run"), seed=seed, identity=identity, device=device,
-          precision=compute.precision, workers=compute.workers, desc=f"proxy {teacher}")
-    log = (out.with_name(out.stem + ".run") / "metrics.jsonl").read_text().splitlines()
-    meta = {"kind": "proxy", "teacher": teacher, "classes": classes, "num_frames": source.num_frames,
-            "student": student.__dict__, "train": train_s.__dict__, "level1": lv.__dict__, "seed": seed,
-            "teacher_store": {k: t_attrs.get(k) for k in ("architecture", "weights", "state_sha256", "stand_in", "fingerprint")},
-            "manifest_sha256": sha, "code_version": code_version, "uniego_version": __version__,
-            "final_metrics": json.loads(log[-1]) if log else None}
-    atomic_torch_save({"encoder": model.encoder.cpu().state_dict(), "proj": model.proj.cpu().state_dict(),
-                  "meta": json.loads(json.dumps(meta, default=list))}, out)
-    return out
+                "level1": lv.__dict__}
+    run = fit(task, lambda batches, epoch: ClipBatches(source, labels, student, batches, epoch=epoch, seed=seed, train=True),
+              len(rows), train_s, out=out, identity=identity, seed=seed, code_version=code_version, compute=compute,
+              desc=f"proxy {teacher}")
+    meta = checkpoint_meta("proxy", seed=seed, manifest_sha256=sha, code_version=code_version, run=run,
+                           teacher=teacher, classes=classes, num_frames=source.num_frames, student=student.__dict__,
+                           train=train_s.__dict__, level1=lv.__dict__,
+                           teacher_store={k: t_attrs.get(k) for k in ("architecture", "weights", "state_sha256", "stand_in",
+                                                                      "fingerprint")})
+    save_checkpoint(out, {"encoder": model.encoder.cpu().state_dict(), "proj": model.proj.cpu().state_dict()}, meta)
+    return Path(out)
 
 
 def load_proxy(path: str) -> dict:

@@ -11,6 +11,7 @@ frame labels. Only the temporal model is trained here; the encoder stays frozen.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from uniego.cache import ArraySpec, StoreWriter, open_store, read_array, strings
 from uniego.config import ComputeSettings, TrainSettings, parse_student
 from uniego.data import ClipSource
 from uniego.device import resolve_device
-from uniego.engine import train
 from uniego.errors import UniegoError
 from uniego.io import atomic_write_json
 from uniego.manifest import manifest_sha256
@@ -29,6 +29,7 @@ from uniego.metrics import segmentation_scores
 from uniego.models.mstcn import MSTCN, mstcn_loss
 from uniego.proxy import encoder_from_checkpoint, load_proxy, predict
 from uniego.sessions import frame_labels, frames_to_windows, read_sessions
+from uniego.stages.runner import fit
 
 
 def dense_features(sessions: str, windows: str, model: str, out: str, settings: dict, *,
@@ -124,10 +125,10 @@ def train_and_score(sessions_path: str, features: str, out: str, settings: dict,
     device = resolve_device(compute)
     out = Path(out)
     identity = {"features": dict(open_store(features, stage="segmentation").attrs).get("fingerprint"),
-                "sessions": sha, "segmentation": s, "code_version": code_version}
-    train(SegmentationTask(model, s), lambda batches, epoch: _Sequences(train_seqs, batches), len(train_seqs), ts,
-          out.with_name(out.stem + ".run"), seed=seed, identity=identity, device=device, precision="fp32",
-          optimizer="adam", desc="segmentation")
+                "sessions": sha, "segmentation": s}
+    fit(SegmentationTask(model, s), lambda batches, epoch: _Sequences(train_seqs, batches), len(train_seqs), ts, out=out,
+        identity=identity, seed=seed, code_version=code_version, compute=dataclasses.replace(compute, workers=0),
+        desc="segmentation", optimizer="adam", precision="fp32")   # the sequences are in memory: no loader workers
     model.eval()
     preds, gts, names = [], [], []
     with torch.inference_mode():

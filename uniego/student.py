@@ -119,8 +119,8 @@ def import_official_checkpoint(path: str, manifest: str, out: str, settings: dic
     The official labels are the manifest's label indices (the uniego-csv adapter keeps them);
     `proj_layer` only served distillation and is kept aside (`official_proj`), not used."""
     from uniego.config import parse_student
-    from uniego.io import atomic_torch_save
     from uniego.manifest import manifest_sha256, read_manifest
+    from uniego.stages.runner import checkpoint_meta, save_checkpoint
     from uniego.teachers.base import file_sha256
 
     student = parse_student(settings["student"])
@@ -142,9 +142,7 @@ def import_official_checkpoint(path: str, manifest: str, out: str, settings: dic
         raise UniegoError(f"{path}: no time_embed, not a TimeSformer checkpoint", stage="import-checkpoint")
     model = build_student(StudentSettings(**{**student.__dict__, "init": "random"}), len(classes), num_frames=num_frames)
     tsf._strict_load(model, state, path)
-    meta = {"kind": "student", "method": "official_uniego", "classes": classes, "num_frames": int(num_frames),
-            "manifest_sha256": manifest_sha256(manifest), "source": str(path), "source_sha256": file_sha256(path),
-            "source_epoch": obj.get("epoch"), "code_version": code_version, "student": student.__dict__}
-    import json
-    atomic_torch_save({"encoder": model.state_dict(), "official_proj": proj, "meta": json.loads(json.dumps(meta, default=list))}, out)
-    return Path(out)
+    meta = checkpoint_meta("student", seed=None, manifest_sha256=manifest_sha256(manifest), code_version=code_version,
+                           method="official_uniego", classes=classes, num_frames=int(num_frames), source=str(path),
+                           source_sha256=file_sha256(path), source_epoch=obj.get("epoch"), student=student.__dict__)
+    return save_checkpoint(out, {"encoder": model.state_dict(), "official_proj": proj}, meta)

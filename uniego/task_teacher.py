@@ -15,7 +15,6 @@ the teacher's weights; `head` and `meta` (val top-1, provenance) travel with it.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from uniego import __version__
 from uniego.cache import open_store, strings, zarr_module
 from uniego.config import ComputeSettings, TeacherSettings, from_dict, parse_train
 from uniego.data import make_view
 from uniego.device import autocast_for, resolve_device
-from uniego.engine import train, whole_batches
+from uniego.engine import whole_batches
 from uniego.errors import UniegoError
-from uniego.io import atomic_torch_save
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.metrics import topk_accuracy
+from uniego.stages.runner import checkpoint_meta, fit, save_checkpoint
 from uniego.teachers import build_teacher
 
 TRAINABLE_FAMILIES = ("timesformer", "stgcn")
@@ -164,25 +162,19 @@ def train_task_teacher(manifest: str, clip_stores: dict[str, str], out: str, set
     model = TaskTeacher(teacher, len(classes))
     view = view_settings_for(teacher, settings["input_size"], settings["train_jitter"])
     stores = {v: str(clip_stores[v]) for v in teacher.inputs}
-    out = Path(out)
-    run_dir = out.with_name(out.stem + ".run")
-    identity = {"task_teacher": ts.__dict__, "manifest": sha, "view": view.__dict__, "code": code_version}
+    identity = {"task_teacher": ts.__dict__, "manifest": sha, "view": view.__dict__}
     device = resolve_device(compute)
-    train(_CETask(model), lambda batches, epoch: TeacherBatches(stores, rows["train"], labels["train"], teacher, view, batches,
-                                                               epoch=epoch, seed=seed, train=True),
-          len(rows["train"]), train_s, run_dir, seed=seed, identity=identity, device=device, precision=compute.precision,
-          workers=compute.workers, desc=f"task teacher {ts.key}")
+    run = fit(_CETask(model), lambda batches, epoch: TeacherBatches(stores, rows["train"], labels["train"], teacher, view,
+                                                                   batches, epoch=epoch, seed=seed, train=True),
+              len(rows["train"]), train_s, out=out, identity=identity, seed=seed, code_version=code_version, compute=compute,
+              desc=f"task teacher {ts.key}")
     val = evaluate_teacher(model, stores, rows["val"], labels["val"], device=device, precision=compute.precision,
                            batch_size=compute.batch_size, workers=compute.workers) if len(rows["val"]) else None
-    log = (run_dir / "metrics.jsonl").read_text().splitlines()
-    meta = {"kind": "task_teacher", "teacher": ts.key, "architecture": ts.arch, "init_weights": ts.weights,
-            "classes": classes, "manifest_sha256": sha, "train": train_s.__dict__, "view": view.__dict__, "seed": seed,
-            "val_top1": None if val is None else topk_accuracy(val, labels["val"], 1),
-            "final_metrics": json.loads(log[-1]) if log else None, "code_version": code_version,
-            "uniego_version": __version__}
-    top1 = "not measured (no val clips)" if meta["val_top1"] is None else f"{meta['val_top1']:.2f} %"
+    val_top1 = None if val is None else topk_accuracy(val, labels["val"], 1)
+    meta = checkpoint_meta("task_teacher", seed=seed, manifest_sha256=sha, code_version=code_version, run=run,
+                           teacher=ts.key, architecture=ts.arch, init_weights=ts.weights, classes=classes,
+                           train=train_s.__dict__, view=view.__dict__, val_top1=val_top1)
+    top1 = "not measured (no val clips)" if val_top1 is None else f"{val_top1:.2f} %"
     print(f"[train_teacher] {ts.key}: val top-1 {top1}", flush=True)
     model.cpu()
-    atomic_torch_save({"state_dict": teacher.model.state_dict(), "head": model.head.state_dict(),
-                  "meta": json.loads(json.dumps(meta, default=list))}, out)
-    return out
+    return save_checkpoint(out, {"state_dict": teacher.model.state_dict(), "head": model.head.state_dict()}, meta)
