@@ -46,11 +46,11 @@ def demo_dataset(work: Path, *, clips_per_class: int = 4, size: int = 64, second
                  num_frames: int = 8, views=("ego",)) -> dict:
     """A small demo dataset (9 classes), its manifest and clip caches, shared by the benchmarks
     of one run that ask for the same one (built next to `work`)."""
-    from uniego.clips import build_clip_cache
     from uniego.config import ClipSettings, DemoPreset
     from uniego.datasets.demo import read_annotations
     from uniego.demo.generate import generate
     from uniego.manifest import write_manifest
+    from uniego.stages.data.clips import build_clip_cache
 
     work = Path(work).parent / f"demo_{clips_per_class}x{size}px_{num_frames}f"
     work.mkdir(exist_ok=True)

@@ -1,4 +1,4 @@
-"""2. Extraction overlap: `uniego.extract.extract` throughput (clips/s) vs min(decode-only,
+"""2. Extraction overlap: `uniego.stages.teachers.extract.extract` throughput (clips/s) vs min(decode-only,
 model-only) on the same clips: decode-only reads the clip cache and preprocesses (the
 DataLoader side), model-only runs the teacher on inputs already in memory. Target >= 0.85
 (the slower side hides the faster one)."""
@@ -20,8 +20,8 @@ SMOKE = dict(clips_per_class=SMOKE_CLIPS_PER_CLASS, size=64, arch="dinov2_test",
 
 def run(work: Path, *, smoke: bool = False) -> list[Result]:
     from uniego.config import ComputeSettings, TeacherSettings
-    from uniego.extract import _TeacherInputs, extract
     from uniego.manifest import read_manifest
+    from uniego.stages.teachers.extract import _TeacherInputs, extract
     from uniego.teachers import build_teacher
 
     clips_per_class, size, arch, repeats = (SMOKE if smoke else FULL).values()

@@ -29,7 +29,7 @@ class _InMemory(torch.utils.data.Dataset):
 def run(work: Path, *, smoke: bool = False) -> list[Result]:
     from uniego.config import Level1Settings
     from uniego.engine import epoch_batches, train
-    from uniego.proxy import ProxyTask
+    from uniego.stages.level1.proxies import ProxyTask
     from uniego.student import ProxyModel, build_student
 
     clips_per_class, repeats = (SMOKE if smoke else FULL).values()

@@ -40,8 +40,8 @@ def _peak_rss_mb(manifest: Path, clips: Path, out: Path) -> float:
 
 
 def run(work: Path, *, smoke: bool = False) -> list[Result]:
-    from uniego.clips import build_clip_cache
     from uniego.config import ClipSettings
+    from uniego.stages.data.clips import build_clip_cache
 
     clips_per_class, size = (SMOKE if smoke else FULL).values()
     d = demo_dataset(work, clips_per_class=clips_per_class, size=64)

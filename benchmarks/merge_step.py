@@ -17,8 +17,8 @@ SMOKE = dict(R=2, B=2, T=4, SIZE=32, repeats=1)
 
 def run(work: Path, *, smoke: bool = False) -> list[Result]:
     from uniego.config import StudentSettings
-    from uniego.level2 import MergeTask
     from uniego.merge import MergeWeights, stack_states
+    from uniego.stages.level2.merging import MergeTask
     from uniego.student import build_student
 
     R, B, T, SIZE, repeats = (SMOKE if smoke else FULL).values()

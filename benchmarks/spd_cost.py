@@ -18,9 +18,10 @@ SMOKE = dict(clips_per_class=SMOKE_CLIPS_PER_CLASS, repeats=1)
 
 
 def run(work: Path, *, smoke: bool = False) -> list[Result]:
-    from uniego.baselines import EgoTask
+    from uniego.config import SPDSettings
     from uniego.engine import train
-    from uniego.level2 import SPDModel, SPDTask
+    from uniego.stages.level2.baselines import EgoTask
+    from uniego.stages.level2.distillation import SPDModel, SPDTask
     from uniego.student import build_student
 
     clips_per_class, repeats = (SMOKE if smoke else FULL).values()
@@ -31,8 +32,8 @@ def run(work: Path, *, smoke: bool = False) -> list[Result]:
     R, n = 9, len(labels)
     h_p = torch.randn(R, n, encoder.embed_dim, generator=g)
     z_p = torch.randn(R, n, len(classes), generator=g) + 4 * torch.nn.functional.one_hot(torch.as_tensor(labels), len(classes))
-    spd = {"k": 1, "mode": "topk", "beta_feat": 5.0, "beta_logit": 1.0, "beta_cls": 1.0, "tau": 1.0,
-           "student_ce_filter": False, "ce_cap": None, "normalize": "paper"}
+    spd = SPDSettings(init="model", k=1, mode="topk", beta_feat=5.0, beta_logit=1.0, beta_cls=1.0, tau=1.0,
+                      student_ce_filter=False, ce_cap=None, normalize="paper", feature_projection=False)
     views = ["exo", "exo", "exo", "ego", "exo", "ego", "exo", "exo", "ego"]
     data = t.loader
 

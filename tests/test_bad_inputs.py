@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from tests.conftest import TINY_CLIPS
-from uniego.clips import build_clip_cache
 from uniego.datasets.demo import read_annotations
 from uniego.errors import UniegoError
 from uniego.manifest import write_manifest
+from uniego.stages.data.clips import build_clip_cache
 from uniego.video import frame_indices, read_skeleton
 
 
@@ -119,7 +119,7 @@ def _feature_store(path, tiny_data, values, *, ids=None, attrs=None):
 def _train_proxy(tiny_data, features, out):
     from tests.test_level1 import SETTINGS
     from uniego.config import ComputeSettings
-    from uniego.proxy import train_proxy
+    from uniego.stages.level1.proxies import train_proxy
     train_proxy(str(tiny_data["manifest"]), tiny_data["clips"]["ego"], features, str(out), {**SETTINGS, "teacher": "exo_dino"},
                 compute=ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=4))
 

@@ -52,9 +52,9 @@ def test_code_version_follows_the_imports():
     (uniego.distributed) reruns the stages that use them (issue 20), and nothing unrelated."""
     from uniego.config import code_files
     names = lambda m: {str(f).split("uniego/", 1)[1] for f in code_files(m)}  # noqa: E731
-    level1, level2 = names("uniego.proxy"), names("uniego.level2")
+    level1, level2 = names("uniego.stages.level1"), names("uniego.stages.level2")
     assert {"config.py", "engine.py", "distributed.py", "device.py", "losses.py", "models/timesformer.py"} <= level1
-    assert {"config.py", "distributed.py", "spd.py", "merge.py", "proxy.py"} <= level2
+    assert {"config.py", "distributed.py", "spd.py", "merge.py", "stages/level1/proxies.py", "checkpoints.py", "stages/runner.py"} <= level2
     assert "cli.py" not in level1 | level2 and "report.py" not in level1 | level2
     assert names("uniego.report") >= {"report.py", "errors.py"} and "models/timesformer.py" not in names("uniego.report")
     import pytest
@@ -169,8 +169,13 @@ def test_schema_settings_and_stage_settings_agree(config):
         "merge": (C.MergeSettings, set(), set()),
         "spd": (C.SPDSettings, set(), set()),
         "eval": (C.EvalSettings, set(), set()),
+        "segmentation": (C.SegmentationSettings, set(), {"models", "stride", "frame_step"}),   # the DAG's and the window cache's
         "compute": (C.ComputeSettings, set(), {"threads", "gpus_per_job", "gpu_ids", "gpu_lock_dir"}),   # Snakemake resources
     }
+    # Sections no stage takes whole: teachers (one `teacher` each), ablations (each an `spd`),
+    # analysis (each key a single value: cka_samples to cka, probe_samples to spd and baselines,
+    # conflict_models to the DAG, exo_cue_classes to the report).
+    assert set(defs) == set(sections) | {"teachers", "ablations", "analysis"}, sorted(defs)
     for name, (cls, not_keys, dag_only) in sections.items():
         fields = {f.name: f for f in dataclasses.fields(cls)}
         keys = set(defs[name]["properties"])
@@ -193,6 +198,7 @@ def test_schema_settings_and_stage_settings_agree(config):
             for ablation in cfg["ablations"]:
                 C.parse_spd(stage_settings(cfg, ds, "spd", ablation=ablation)["spd"])
             C.parse_eval(stage_settings(cfg, ds, "evaluate")["eval"])
+            C.parse_segmentation(stage_settings(cfg, ds, "segment")["segmentation"])
             C.parse_train(stage_settings(cfg, ds, "train_proxy", teacher="ego_dino")["train"])
             C.from_dict(C.Level1Settings, stage_settings(cfg, ds, "train_proxy", teacher="ego_dino")["level1"], where="level1")
             for t in cfg["teachers"]:

@@ -13,10 +13,10 @@ import torch
 
 from tests import official_formats as F
 from tests.conftest import REPO, TINY_CLIPS, copy_workflow
-from uniego.check_data import check_data
 from uniego.datasets import build_manifest
 from uniego.errors import UniegoError
 from uniego.manifest import write_manifest
+from uniego.stages.data.check_data import check_data
 
 CSV_OPTIONS = {"csv_dir": "vclip", "video_prefix": "videos_subaction", "num_classes": 3}
 
@@ -62,7 +62,7 @@ def test_assembly101_verbs_pairing_30fps_frames_and_monochrome_ego(fixtures, tmp
     with pytest.raises(UniegoError, match=r"1 ego clip\(s\) have no exo partner:\n  test_15 .*frames 85-110"):
         build_manifest(spec(fixtures, "a101", unpaired="error"), "a101")
     # the monochrome ego camera decodes to three equal channels
-    from uniego.clips import build_clip_cache
+    from uniego.stages.data.clips import build_clip_cache
     m = tmp_path / "manifest.parquet"
     write_manifest(b.table, b.classes, m)
     import zarr
@@ -166,7 +166,7 @@ def test_check_data_counts_and_names_every_problem(fixtures, tmp_path):
 
 def test_import_features_round_trips_and_refuses_gaps(fixtures, tmp_path):
     from uniego.cache import read_array
-    from uniego.import_features import import_features
+    from uniego.stages.teachers.import_features import import_features
     b = build_manifest(spec(fixtures, "uniego-csv"), "csv")
     m = tmp_path / "manifest.parquet"
     write_manifest(b.table, b.classes, m)
@@ -196,11 +196,12 @@ def test_official_uniego_checkpoint_loads_with_the_same_logits(fixtures, tmp_pat
     """A random model saved as the official stage-2 `.pyth` (model_state, `model.` prefix,
     the 768x768-style proj_layer) imports into our student and gives the source's logits,
     and `uniego evaluate` scores it."""
-    from uniego.clips import build_clip_cache
+    from uniego.checkpoints import encoder_from_checkpoint, load_model
     from uniego.config import StudentSettings
-    from uniego.evaluate import evaluate_recognition
-    from uniego.proxy import encoder_from_checkpoint, load_proxy
-    from uniego.student import build_student, import_official_checkpoint
+    from uniego.stages.data.clips import build_clip_cache
+    from uniego.stages.evaluate.official import import_official_checkpoint
+    from uniego.stages.evaluate.recognition import evaluate_recognition
+    from uniego.student import build_student
     b = build_manifest(spec(fixtures, "uniego-csv"), "csv")
     m = tmp_path / "manifest.parquet"
     write_manifest(b.table, b.classes, m)
@@ -213,7 +214,7 @@ def test_official_uniego_checkpoint_loads_with_the_same_logits(fixtures, tmp_pat
     torch.save({"epoch": 15, "model_state": state, "optimizer_state": {"state": {}, "param_groups": []},
                 "cfg": "MODEL:\n  MODEL_NAME: uniego_vit\n"}, pyth)
     out = import_official_checkpoint(str(pyth), str(m), str(tmp_path / "official.pt"), {"student": student})
-    obj = load_proxy(str(out))
+    obj = load_model(str(out))
     assert obj["meta"]["method"] == "official_uniego" and set(obj["official_proj"]) == {"proj_layer.weight", "proj_layer.bias"}
     ours = encoder_from_checkpoint(obj, StudentSettings(**{**student, "train_jitter": (48, 56)})).eval()
     clip = torch.randn(2, 3, 4, 48, 48)

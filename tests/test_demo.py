@@ -97,8 +97,8 @@ def test_manifest_from_demo(tiny_data):
 def test_digests_record_the_decoded_frames_and_the_data_check_names_a_changed_clip(tmp_path, tiny_data):
     import shutil
 
-    from uniego.check_data import check_data, summary
     from uniego.demo.generate import write_video
+    from uniego.stages.data.check_data import check_data, summary
     from uniego.video import DIGESTS, decode_frames, decoded_digest, open_video
 
     root = shutil.copytree(tiny_data["root"], tmp_path / "demo")

@@ -7,14 +7,14 @@ import pytest
 import torch
 import zarr
 
-from uniego.clips import build_clip_cache
+from uniego.checkpoints import predict
 from uniego.config import ClipSettings, ComputeSettings, parse_student
 from uniego.data import ClipSource
 from uniego.errors import UniegoError
-from uniego.evaluate import evaluate_recognition
 from uniego.manifest import manifest_sha256
 from uniego.metrics import retrieval_scores
-from uniego.proxy import predict
+from uniego.stages.data.clips import build_clip_cache
+from uniego.stages.evaluate.recognition import evaluate_recognition
 from uniego.student import build_student
 from uniego.video import frame_indices, read_frames
 

@@ -15,7 +15,7 @@ import zarr
 from uniego.cache import VOLATILE_ATTRS, open_store, read_array
 from uniego.config import ComputeSettings, TeacherSettings
 from uniego.errors import UniegoError
-from uniego.extract import extract
+from uniego.stages.teachers.extract import extract
 
 EGO_DINO = TeacherSettings("ego_dino", "dinov2_test", "random")
 CPU = ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=2)

@@ -11,16 +11,12 @@ import pytest
 import torch
 import zarr
 
+from tests.conftest import PROXY_SETTINGS as SETTINGS
 from uniego.config import ComputeSettings, TeacherSettings, TrainSettings, stage_settings
 from uniego.engine import epoch_batches
-from uniego.extract import extract
 from uniego.models.timesformer import timesformer_test
+from uniego.stages.teachers.extract import extract
 from uniego.student import ProxyModel
-
-SETTINGS = {"student": {"arch": "timesformer_test", "init": "random", "input_size": 32, "train_jitter": [32, 40]},
-            "train": {"epochs": 3, "lr": 0.005, "lr_steps": [0, 2], "lr_factors": [1.0, 0.1], "momentum": 0.9,
-                      "nesterov": True, "weight_decay": 1e-4, "batch_size": 4, "accumulate": 2},
-            "level1": {"lambda_feat": 5.0, "lambda_cls": 1.0, "projection": "teacher"}, "seed": 3, "teacher": "exo_skl"}
 
 
 @pytest.fixture(scope="module")

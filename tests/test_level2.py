@@ -1,44 +1,15 @@
 """Level II on real (tiny) proxies: the merge strategies and SPD's bookkeeping."""
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 
-from tests.test_level1 import SETTINGS
-from uniego.config import ComputeSettings, TeacherSettings
+from tests.conftest import CPU, SPD, TEACHERS, merge_settings
+from tests.conftest import PROXY_SETTINGS as SETTINGS
 from uniego.errors import UniegoError
-from uniego.extract import extract
-from uniego.level2 import run_merge, run_spd
 from uniego.merge import start_logits
-from uniego.proxy import export_proxy_outputs, train_proxy
-
-CPU = ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=4)
-TEACHERS = ["exo_skl", "ego_dino"]
-ARCH = {"exo_skl": "stgcn_test", "ego_dino": "dinov2_test"}
-SPD = {"init": "average", "k": 1, "mode": "topk", "beta_feat": 5.0, "beta_logit": 1.0, "beta_cls": 1.0, "tau": 1.0,
-       "student_ce_filter": False, "ce_cap": None, "normalize": "paper", "feature_projection": False}
-
-
-@pytest.fixture(scope="module")
-def proxies(tiny_data, tmp_path_factory):
-    base = tmp_path_factory.mktemp("level2")
-    paths, outputs = {}, {}
-    for i, t in enumerate(TEACHERS):
-        feats = extract(tiny_data["manifest"], tiny_data["clips"], base / f"{t}.zarr", TeacherSettings(t, ARCH[t], "random"), compute=CPU)
-        s = copy.deepcopy(SETTINGS)
-        s.update(teacher=t, seed=10 + i)
-        s["train"]["epochs"] = 2
-        paths[t] = str(train_proxy(tiny_data["manifest"], tiny_data["clips"]["ego"], str(feats), str(base / f"{t}.pt"), s, compute=CPU))
-        outputs[t] = str(export_proxy_outputs(tiny_data["manifest"], tiny_data["clips"]["ego"], paths[t], str(base / f"{t}.outputs.zarr"),
-                                              {"student": SETTINGS["student"]}, compute=CPU))
-    return base, paths, outputs
-
-
-def merge_settings(**merge):
-    return {"student": SETTINGS["student"], "merge": {"lr": 0.02, "weight_decay": 0.01, "epochs": 1, "batch_size": 4, **merge},
-            "teachers": TEACHERS, "seed": 0}
+from uniego.stages.level2.distillation import run_spd
+from uniego.stages.level2.merging import run_merge
 
 
 def test_average_best_and_learned_merges(tiny_data, proxies, tmp_path):
@@ -66,7 +37,7 @@ def test_merge_records_its_objective_against_every_proxy(tiny_data, proxies, tmp
     """Proposition 1's measurement: the train CE (eval view) of the merged model and of each
     proxy. The `best` merge IS a proxy, so its CE equals that proxy's, from the exported logits."""
     _, paths, outputs = proxies
-    from uniego.evaluate import merge_summary
+    from uniego.stages.evaluate.recognition import merge_summary
     best = torch.load(run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "best", tmp_path / "best.pt",
                                 merge_settings(), compute=CPU, outputs=outputs), weights_only=True)["meta"]
     o = best["objective"]
@@ -158,7 +129,7 @@ def test_gradient_probe_leaves_training_untouched(tiny_data, proxies, tmp_path):
 
 def test_evaluation_refuses_a_model_from_another_manifest(tiny_data, proxies, tmp_path):
     from uniego.errors import UniegoError
-    from uniego.evaluate import evaluate_recognition
+    from uniego.stages.evaluate.recognition import evaluate_recognition
     _, paths, _ = proxies
     settings = {"student": SETTINGS["student"], "eval": {"spatial_crops": 3}}
     r = evaluate_recognition(tiny_data["manifest"], tiny_data["clips"]["ego"], paths["exo_skl"], tmp_path / "ok.json", settings, compute=CPU)

@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from tests.test_level1 import SETTINGS
-from tests.test_level2 import CPU, SPD, TEACHERS, merge_settings, proxies  # noqa: F401  (module fixture)
+from tests.conftest import CPU, SPD, TEACHERS, merge_settings
+from tests.conftest import PROXY_SETTINGS as SETTINGS
 from uniego.gpus import SCHEDULER_JOB_VARS, try_acquire
 
 # Drop path draws its masks from each process's RNG, so with it two ranks cannot reproduce one
@@ -40,7 +40,7 @@ def _same_run(a_out, b_out, parts):
     return logs[0], a, b
 
 
-def test_data_parallel_proxy_training_matches_one_process(tiny_data, proxies, tmp_path):  # noqa: F811
+def test_data_parallel_proxy_training_matches_one_process(tiny_data, proxies, tmp_path):
     """2 gloo processes x half of each batch == 1 process x the whole batch (effective batch
     batch_size 4 x accumulate 2 in both), loss curve and final weights."""
     base, _, _ = proxies
@@ -56,10 +56,10 @@ def test_data_parallel_proxy_training_matches_one_process(tiny_data, proxies, tm
     assert [e["lr"] for e in logs] == pytest.approx([0.005, 0.005, 0.0005])
 
 
-def test_data_parallel_spd_matches_one_process(tiny_data, proxies, tmp_path):  # noqa: F811
+def test_data_parallel_spd_matches_one_process(tiny_data, proxies, tmp_path):
     """SPD with the official per-batch normalisation (a count over the global batch), the
     selection counts summed over ranks and the gradient probe."""
-    from uniego.level2 import run_merge
+    from uniego.stages.level2.merging import run_merge
 
     _, paths, outputs = proxies
     merged = run_merge(tiny_data["manifest"], tiny_data["clips"]["ego"], paths, "average", tmp_path / "avg.pt", merge_settings(), compute=CPU)
@@ -76,7 +76,7 @@ def test_data_parallel_spd_matches_one_process(tiny_data, proxies, tmp_path):  #
     assert a["meta"]["selection"] == b["meta"]["selection"] and a["meta"]["selection"]["samples_seen"] > 0
 
 
-def test_a_batch_that_does_not_split_evenly_is_refused(tiny_data, proxies, tmp_path):  # noqa: F811
+def test_a_batch_that_does_not_split_evenly_is_refused(tiny_data, proxies, tmp_path):
     base, _, _ = proxies
     s = {**SETTINGS, "teacher": "ego_dino", "train": {**SETTINGS["train"], "batch_size": 3, "epochs": 1}}
     r = _run(["train-proxy", "--settings", json.dumps(s), "--teacher", "ego_dino", "--manifest", str(tiny_data["manifest"]),

@@ -13,8 +13,8 @@ from uniego.errors import UniegoError
 from uniego.manifest import manifest_sha256
 from uniego.metrics import segmentation_scores
 from uniego.models.mstcn import MSTCN, mstcn_loss
-from uniego.segmentation import dense_features, train_and_score
 from uniego.sessions import build_demo_sessions, build_window_cache, frames_to_windows, window_indices, write_sessions
+from uniego.stages.segmentation.segment import dense_features, train_and_score
 from uniego.student import build_student
 from uniego.video import resize_crop
 

@@ -11,8 +11,8 @@ import zarr
 
 from uniego.config import ComputeSettings, TeacherSettings
 from uniego.errors import UniegoError
-from uniego.extract import extract
-from uniego.task_teacher import TaskTeacher, TeacherBatches, train_task_teacher, view_settings_for
+from uniego.stages.teachers.extract import extract
+from uniego.stages.teachers.task_teacher import TaskTeacher, TeacherBatches, train_task_teacher, view_settings_for
 from uniego.teachers import build_teacher
 
 TRAIN = {"epochs": 2, "lr": 0.01, "lr_steps": [0], "lr_factors": [1.0], "momentum": 0.9, "nesterov": True,

@@ -53,7 +53,7 @@ def test_vificlip_checkpoint_is_a_prefix_rename(tmp_path):
 def test_vificlip_proxy_trains_through_the_cli(tiny_data, tmp_path):
     """Level I with the ViFi-CLIP student, end to end on the tiny demo (one epoch)."""
     from uniego.config import ComputeSettings, TeacherSettings
-    from uniego.extract import extract
+    from uniego.stages.teachers.extract import extract
     feats = extract(tiny_data["manifest"], tiny_data["clips"], tmp_path / "exo_skl.zarr", TeacherSettings("exo_skl", "stgcn_test", "random"),
                     compute=ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=4))
     settings = {"student": TINY, "train": {"epochs": 1, "lr": 0.01, "lr_steps": [0], "lr_factors": [1.0], "momentum": 0.9,
@@ -71,9 +71,10 @@ def test_vificlip_proxy_trains_through_the_cli(tiny_data, tmp_path):
 
 def test_vificlip_students_merge_layerwise_and_distil(tiny_data, tmp_path):
     from uniego.config import ComputeSettings, TeacherSettings
-    from uniego.extract import extract
-    from uniego.level2 import run_merge, run_spd
-    from uniego.proxy import export_proxy_outputs, train_proxy
+    from uniego.stages.level1.proxies import export_proxy_outputs, train_proxy
+    from uniego.stages.level2.distillation import run_spd
+    from uniego.stages.level2.merging import run_merge
+    from uniego.stages.teachers.extract import extract
     cpu = ComputeSettings(device="cpu", precision="fp32", workers=0, batch_size=4)
     train = {"epochs": 1, "lr": 0.01, "lr_steps": [0], "lr_factors": [1.0], "momentum": 0.9, "nesterov": True,
              "weight_decay": 1e-4, "batch_size": 4, "accumulate": 1}

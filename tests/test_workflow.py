@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +19,12 @@ pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir, *args, overlays=()):
-    """Run snakemake in `workdir` with the tiny config plus overlay config files (the
-    --configfile option is last: it takes every following word as a file)."""
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", "tests/configs/tiny.yaml", *map(str, overlays)]
+    """Run snakemake in `workdir` with the tiny config, the shared overlay of the `built` tests
+    when there is one, and overlay config files (the --configfile option is last: it takes
+    every following word as a file)."""
+    shared = [SHARED_OVERLAY] if (Path(workdir) / SHARED_OVERLAY).is_file() else []
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", "tests/configs/tiny.yaml", *shared,
+           *map(str, overlays)]
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
 
 
@@ -34,15 +38,24 @@ def planned_jobs(result) -> dict:
 
 
 STORES = [f"results/tiny/features/{t}.zarr" for t in TEACHERS]
+# Every test on the `built` workflow runs with this overlay (its own overlays add to it), so no
+# test's settings retrain what another test built: the task teachers train under `train`.
+SHARED_OVERLAY = "tests/configs/shared.yaml"
+SHARED = {"train": {"epochs": 1}}
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     work = tmp_path_factory.mktemp("clone")
     copy_workflow(work, "tests")
+    (work / SHARED_OVERLAY).write_text(yaml.safe_dump(SHARED))
     r = snakemake(work, *STORES)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return work
+
+
+# The tests below share one built workflow and pass in any order: a test that changes a store
+# puts it back, and a test that needs models builds them (a no-op when another test already did).
 
 
 def test_demo_dag_builds_every_store(built):
@@ -72,7 +85,7 @@ def test_task_teachers_are_trained_then_extracted(built):
 
 def test_second_run_does_nothing(built):
     r = snakemake(built, *STORES, "-n")
-    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout[-2000:]
 
 
 def test_changing_one_teacher_reruns_only_its_store(built):
@@ -88,6 +101,9 @@ def test_changing_one_teacher_reruns_only_its_store(built):
     assert xr.open_zarr(built / "results/tiny/features/exo_dino.zarr").attrs["input_size"] == 28
     for t, mtime in others.items():
         assert (built / f"results/tiny/features/{t}.zarr/zarr.json").stat().st_mtime_ns == mtime, t
+    back = snakemake(built, *STORES)   # the config's exo_dino again, for the other tests
+    assert back.returncode == 0, back.stderr[-2000:]
+    assert xr.open_zarr(built / "results/tiny/features/exo_dino.zarr").attrs.get("input_size") != 28
 
 
 def test_switching_off_a_task_teacher_reruns_only_its_extraction(built):
@@ -152,11 +168,14 @@ def test_uniego_through_the_dag_and_spd_k_reruns_only_spd(built):
 
 
 def test_segmentation_and_retrieval_through_the_dag(built):
-    """Runs after the test above (same Level-II overlay: its models are reused)."""
+    """The Level-II overlay of the test above: its models, built here if that test has not run."""
     import json
     base = {"train": {"epochs": 1}, "merge": {"epochs": 1}, "level1": {"teachers": ["exo_skl", "ego_dino"]}}
     overlay = built / "tests" / "configs" / "segmentation.yaml"
     overlay.write_text(yaml.safe_dump({**base, "segmentation": {"models": ["baseline_ego", "uniego"]}}))
+    models = snakemake(built, "results/tiny/uniego.pt", "results/tiny/baselines/ego.pt", "results/tiny/eval/uniego/retrieval.json",
+                       overlays=[overlay])
+    assert models.returncode == 0, models.stdout[-3000:] + models.stderr[-3000:]
     targets = [f"results/tiny/eval/{m}/segmentation.json" for m in ("baseline_ego", "uniego")]
     dry = snakemake(built, *targets, "-n", overlays=[overlay])
     assert planned_jobs(dry) == {"sessions": 1, "session_clips": 1, "dense_features": 2, "segmentation": 2}, dry.stdout

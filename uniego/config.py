@@ -393,6 +393,23 @@ class EvalSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class SegmentationSettings:
+    """The temporal model on dense features (config `segmentation`, paper Table 4): MS-TCN
+    trained with CE plus the truncated smoothing MSE. The section's other keys are not the
+    segment stage's: `models` (which encoders) is the DAG's, `stride` and `frame_step` are the
+    window cache's (stage session_clips)."""
+    background: tuple[str, ...]
+    stages: int
+    layers: int
+    channels: int
+    dropout: float
+    smooth_weight: float
+    smooth_tau: float
+    lr: float
+    epochs: int
+
+
+@dataclasses.dataclass(frozen=True)
 class DemoPreset:
     clips_per_class: int
     size: int
@@ -592,6 +609,10 @@ def parse_spd(d: dict) -> SPDSettings:
 
 def parse_eval(d: dict) -> EvalSettings:
     return from_dict(EvalSettings, d, where="eval")
+
+
+def parse_segmentation(d: dict) -> SegmentationSettings:
+    return from_dict(SegmentationSettings, {**d, "background": tuple(d["background"])}, where="segmentation")
 
 
 def parse_train(d: dict) -> TrainSettings:

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from uniego.cache import ArraySpec, StoreWriter
-from uniego.clips import _as_is
+from uniego.engine import whole_batches
 from uniego.errors import UniegoError
 from uniego.manifest import SPLITS, manifest_sha256, read_manifest, write_manifest
 from uniego.video import decode_frames, open_video, resize_crop
@@ -171,7 +171,7 @@ def build_window_cache(sessions_path: str, out: str, settings: dict, *, workers:
                          attrs=attrs, chunk_samples=16, stage="sessions")
     ranges = writer.pending()
     loader = DataLoader(_DecodeWindows(sessions, windows, ranges, num, step, size), batch_size=None,
-                        collate_fn=_as_is, num_workers=workers)
+                        collate_fn=whole_batches, num_workers=workers)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for start, stop, data in tqdm(loader, total=len(ranges), desc="session windows", leave=False, disable=None):
         writer.write(start, stop, **data)

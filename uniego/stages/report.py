@@ -50,10 +50,37 @@ def cmd_publish(args):
     print(f"published {args.report} -> {out}")
 
 
-def add_commands(sub, common) -> None:
+def cmd_report(args):
+    from uniego.report import write_report
+
+    write_report(args.dataset or "dataset", args.recognition, args.out, retrieval=args.retrieval or [],
+                 segmentation=args.segmentation or [], cka=args.cka, selection=args.selection,
+                 conflict=args.conflict, ablations=args.ablations or [], probes=args.probes or [],
+                 exo_cue_classes=args.exo_cue_classes or [])
+
+
+
+def add_commands(sub) -> None:
     """This stage's `uniego` commands (cli.build_parser calls it)."""
+
     p = sub.add_parser("publish", help="copy a finished report.md or study.md and its figures into the docs, "
                        "so that the results users read are the pipeline's own")
     p.add_argument("report", help="results/{ds}/report.md or results/{ds}/study.md")
     p.add_argument("--out", required=True, help="a folder, e.g. docs/published/demo")
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("report", help="write results/{ds}/report.md from the evaluation files")
+    p.add_argument("--dataset", default="")
+    p.add_argument("--recognition", nargs="+", required=True, help="recognition.json files, or SEED=FILE for several seeds")
+    p.add_argument("--retrieval", nargs="*", help="retrieval.json files (FILE or SEED=FILE)")
+    p.add_argument("--segmentation", nargs="*", help="segmentation.json files (FILE or SEED=FILE)")
+    p.add_argument("--cka", help="analysis/cka.json (its .png is linked)")
+    p.add_argument("--selection", help="analysis/selection.json (its .png is linked)")
+    p.add_argument("--conflict", help="analysis/conflict.json (its .png is linked)")
+    p.add_argument("--ablations", nargs="*", help="recognition.json of the SPD ablations (main seed)")
+    p.add_argument("--probes", nargs="*", help="analysis/probes.json files (FILE or SEED=FILE), the teachers' linear probes")
+    p.add_argument("--exo-cue-classes", nargs="*", help="classes whose cue is weak in the ego view and obvious in the exo "
+                   "view (analysis.exo_cue_classes): a per-class table of the ego baseline, naive MTD and UNIEGO")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
+

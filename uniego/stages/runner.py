@@ -19,16 +19,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from uniego import __version__
+from uniego.checkpoints import CHECKPOINT_META, KINDS
 from uniego.config import ComputeSettings, TrainSettings
+from uniego.data import ClipSource
 from uniego.device import resolve_device
 from uniego.engine import epoch_history, train
 from uniego.errors import UniegoError
 from uniego.io import atomic_torch_save
 
-# what every model checkpoint's meta holds (besides `environment`, which the save adds)
-CHECKPOINT_META = ("kind", "seed", "manifest_sha256", "code_version", "uniego_version", "history", "final_metrics")
-KINDS = ("task_teacher", "proxy", "merged", "student")
+__all__ = ["CHECKPOINT_META", "KINDS", "checkpoint_meta", "fit", "run_folder", "save_checkpoint", "split_source"]
+
+
+def split_source(table, split: str, clips: str, sha: str, *, stage: str = "level2"):
+    """The manifest rows of `split` and their clips (a ClipSource over the ego clip cache), or a
+    named error when the split is empty."""
+    rows = np.flatnonzero(table.split.to_numpy() == split)
+    if len(rows) == 0:
+        raise UniegoError(f"the manifest has no {split} samples", stage=stage)
+    return rows, ClipSource(clips, list(table.sample_id.iloc[rows]), manifest_sha256=sha)
 
 
 def run_folder(out: str | Path, suffix: str = "") -> Path:

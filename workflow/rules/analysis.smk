@@ -10,17 +10,16 @@ rule cka:
         manifest="results/{ds}/manifest.parquet",
     output:
         json="results/{ds}/analysis/cka.json",
-        png=report("results/{ds}/analysis/cka.png", caption="../report/cka.rst", category="Analysis",
-                   labels={"dataset": "{ds}", "figure": "CKA"}),
+        png=report("results/{ds}/analysis/cka.png", caption="../report/cka.rst", category="Analysis", labels={"dataset": "{ds}", "figure": "CKA"}),
+    log:
+        "logs/{ds}/analysis/cka.log",
+    conda:
+        "../../envs/uniego.yaml"
     params:
         settings=settings("cka"),
         code=CODE["analysis"],
         features=pairs("features"),
         outputs=pairs("outputs"),
-    log:
-        "logs/{ds}/analysis/cka.log",
-    conda:
-        "../../envs/uniego.yaml"
     shell:
         "uniego cka --settings {params.settings:q} --manifest {input.manifest:q} --features {params.features} "
         "--proxy-outputs {params.outputs} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1"
@@ -31,14 +30,18 @@ rule selection:
         "results/{ds}/uniego.pt",
     output:
         json="results/{ds}/analysis/selection.json",
-        png=report("results/{ds}/analysis/selection.png", caption="../report/selection.rst", category="Analysis",
-                   labels={"dataset": "{ds}", "figure": "SPD selection"}),
-    params:
-        code=CODE["analysis"],
+        png=report(
+            "results/{ds}/analysis/selection.png",
+            caption="../report/selection.rst",
+            category="Analysis",
+            labels={"dataset": "{ds}", "figure": "SPD selection"},
+        ),
     log:
         "logs/{ds}/analysis/selection.log",
     conda:
         "../../envs/uniego.yaml"
+    params:
+        code=CODE["analysis"],
     shell:
         "uniego selection --model {input:q} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1"
 
@@ -48,15 +51,19 @@ rule conflict:
         unpack(conflict_inputs),
     output:
         json="results/{ds}/analysis/conflict.json",
-        png=report("results/{ds}/analysis/conflict.png", caption="../report/conflict.rst", category="Analysis",
-                   labels={"dataset": "{ds}", "figure": "gradient conflict"}),
-    params:
-        code=CODE["analysis"],
-        models=lambda wc, input: " ".join(f"{m}={input[m]}" for m in input.keys()),
+        png=report(
+            "results/{ds}/analysis/conflict.png",
+            caption="../report/conflict.rst",
+            category="Analysis",
+            labels={"dataset": "{ds}", "figure": "gradient conflict"},
+        ),
     log:
         "logs/{ds}/analysis/conflict.log",
     conda:
         "../../envs/uniego.yaml"
+    params:
+        code=CODE["analysis"],
+        models=lambda wc, input: " ".join(f"{m}={input[m]}" for m in input.keys()),
     shell:
         "uniego conflict --models {params.models} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1"
 
@@ -67,12 +74,12 @@ rule probe:
         manifest="results/{ds}/manifest.parquet",
     output:
         "results/{ds}/analysis/probes.json",
-    params:
-        code=CODE["analysis"],
-        features=pairs("features"),
     log:
         "logs/{ds}/analysis/probes.log",
     conda:
         "../../envs/uniego.yaml"
+    params:
+        code=CODE["analysis"],
+        features=pairs("features"),
     shell:
         "uniego probe --manifest {input.manifest:q} --features {params.features} --out {output:q} > {log:q} 2>&1"

@@ -5,14 +5,23 @@ import shlex
 from pathlib import Path
 import sys
 
-from uniego.config import canonical_json, code_version, coerce_command_line_values, dataset_config, dataset_names, seed_runs, stage_settings, validate_config
+from uniego.config import (
+    canonical_json,
+    code_version,
+    coerce_command_line_values,
+    dataset_config,
+    dataset_names,
+    seed_runs,
+    stage_settings,
+    validate_config,
+)
 from uniego.errors import UniegoError
 from uniego.names import BASELINES, STRATEGIES, VIEWS
 from uniego.targets import unknown_target_message
 from uniego.teachers.registry import TEACHERS, get_teacher
 
 try:
-    validate_config(coerce_command_line_values(config))   # --config spd='{k: 2}': '2' -> 2
+    validate_config(coerce_command_line_values(config))  # --config spd='{k: 2}': '2' -> 2
 except UniegoError as _e:
     sys.exit(f"uniego: {_e}")
 
@@ -51,17 +60,17 @@ CODE = {
     "pretrain": code_version("uniego.stages.pretrain"),
     "demo_data": code_version("uniego.demo"),
     "manifest": code_version("uniego.manifest", "uniego.datasets"),
-    "check_data": code_version("uniego.check_data"),
-    "clips": code_version("uniego.clips"),
-    "extract": code_version("uniego.extract", "uniego.teachers", "uniego.models"),
-    "level2": code_version("uniego.level2", "uniego.baselines"),
+    "check_data": code_version("uniego.stages.data.check_data"),
+    "clips": code_version("uniego.stages.data.clips"),
+    "extract": code_version("uniego.stages.teachers.extract", "uniego.stages.teachers.import_features", "uniego.teachers", "uniego.models"),
+    "level2": code_version("uniego.stages.level2"),
     "report": code_version("uniego.report"),
     "analysis": code_version("uniego.analysis", "uniego.stages.analysis"),
     "sessions": code_version("uniego.sessions"),
-    "segmentation": code_version("uniego.segmentation"),
-    "task_teacher": code_version("uniego.task_teacher"),
-    "evaluate": code_version("uniego.evaluate"),
-    "level1": code_version("uniego.proxy"),
+    "segmentation": code_version("uniego.stages.segmentation.segment"),
+    "task_teacher": code_version("uniego.stages.teachers.task_teacher"),
+    "evaluate": code_version("uniego.stages.evaluate.recognition"),
+    "level1": code_version("uniego.stages.level1"),
 }
 
 
@@ -113,9 +122,14 @@ def gpu_resources(gpus=1, *, workers=True, batch_size=True, precision=True):
 def gpu_shell(command, *, workers=True, batch_size=True, procs=False, precision=True):
     """The shell command of a GPU job: `command` through `uniego gpu-slots`, then the options
     from gpu_resources (procs: one torchrun process per GPU), the code version and the log."""
-    options = {"--workers {resources.workers}": workers, "--batch-size {resources.batch_size}": batch_size,
-               "--procs {resources.gpu}": procs, "--device {resources.device}": True,
-               "--precision {resources.precision}": precision, "--code-version {params.code:q} > {log:q} 2>&1": True}
+    options = {
+        "--workers {resources.workers}": workers,
+        "--batch-size {resources.batch_size}": batch_size,
+        "--procs {resources.gpu}": procs,
+        "--device {resources.device}": True,
+        "--precision {resources.precision}": precision,
+        "--code-version {params.code:q} > {log:q} 2>&1": True,
+    }
     return " ".join([GPU_SLOTS, command, *(o for o, on in options.items() if on)])
 
 
@@ -127,6 +141,7 @@ def annotation_inputs(ds):
     """The annotation files the dataset's adapter reads (the demo: its generated folder). A
     missing file fails here, when the DAG is built, naming datasets.<ds>.root and the layout."""
     from uniego.datasets import adapter, annotation_files
+
     spec = dataset_config(config, ds)["datasets"][ds]
     if getattr(adapter(spec["adapter"]), "GENERATED", False):
         return [spec["root"]]
@@ -139,6 +154,7 @@ def annotation_inputs(ds):
 def body_pose_output(ds):
     """Ego-Exo4D with options.body_pose: the keypoint folder the body_pose rule writes, or None."""
     from uniego.datasets import skeleton_source
+
     spec = dataset_config(config, ds)["datasets"][ds]
     if spec["adapter"] != "ee4d" or not (spec.get("options") or {}).get("body_pose"):
         return None
@@ -159,11 +175,14 @@ def clip_view_inputs(wc):
     """The manifest; for the skeleton view, first check the dataset has a body-pose source."""
     if wc.view == "skeleton":
         from uniego.datasets import skeleton_source
+
         spec = dataset_config(config, wc.ds)["datasets"][wc.ds]
         if skeleton_source(spec, wc.ds) is None:
-            sys.exit(f"uniego: results/{wc.ds}/clips/skeleton.zarr needs exo body keypoints, and dataset {wc.ds} "
-                     f"({spec['adapter']}) has none: set datasets.{wc.ds}.options.skeletons to a folder of "
-                     "<sample_id>.npz files (docs/datasets.md, \"Skeletons\"), or drop exo_skl and exo_skego from level1.teachers")
+            sys.exit(
+                f"uniego: results/{wc.ds}/clips/skeleton.zarr needs exo body keypoints, and dataset {wc.ds} "
+                f"({spec['adapter']}) has none: set datasets.{wc.ds}.options.skeletons to a folder of "
+                '<sample_id>.npz files (docs/datasets.md, "Skeletons"), or drop exo_skl and exo_skego from level1.teachers'
+            )
     return f"results/{wc.ds}/manifest.parquet"
 
 
@@ -201,7 +220,7 @@ def weights_file(wc):
     """The teacher's local weights file, so replacing it reruns the extraction."""
     w = dataset_config(config, wc.ds)["teachers"][wc.teacher]["weights"]
     if w.startswith("import:"):
-        return [w[len("import:"):]]   # the folder of .npy files (its mtime: files added or removed)
+        return [w[len("import:") :]]  # the folder of .npy files (its mtime: files added or removed)
     return [] if w == "random" or w.startswith("hub:") else [w]
 
 
@@ -233,8 +252,7 @@ def baseline_inputs(wc):
 
 def pairs(kind):
     """params function: TEACHER=PATH words for the CLI, in the configured teacher order."""
-    return lambda wc, input: " ".join(f"{t}={input[f'{kind}_{t}']}" for t in level1_teachers(wc.ds)
-                                      if f"{kind}_{t}" in input.keys())
+    return lambda wc, input: " ".join(f"{t}={input[f'{kind}_{t}']}" for t in level1_teachers(wc.ds) if f"{kind}_{t}" in input.keys())
 
 
 def spd_init(wc):
@@ -244,8 +262,12 @@ def spd_init(wc):
 def spd_inputs(init):
     """input function of spd and spd_ablation: every proxy's outputs (the SPD targets), the
     ego clips, and the start checkpoint init(wc)."""
-    return lambda wc: {**proxy_output_inputs(wc), "manifest": f"results/{wc.ds}/manifest.parquet",
-                       "clips": f"results/{wc.ds}/clips/ego.zarr", "init": init(wc)}
+    return lambda wc: {
+        **proxy_output_inputs(wc),
+        "manifest": f"results/{wc.ds}/manifest.parquet",
+        "clips": f"results/{wc.ds}/clips/ego.zarr",
+        "init": init(wc),
+    }
 
 
 def model_checkpoint(wc):
@@ -268,12 +290,16 @@ def ablation_names(ds):
 
 def ablation_init(wc):
     from uniego.config import ablation_spd
+
     return f"results/{wc.ds}/merge/{ablation_spd(dataset_config(config, wc.ds), wc.ablation)['init']}.pt"
 
 
 def conflict_inputs(wc):
-    models = [m for m in dataset_config(config, wc.ds)["analysis"]["conflict_models"]
-              if not m.startswith("ablation_") or m.split("_", 1)[1] in ablation_names(wc.ds)]
+    models = [
+        m
+        for m in dataset_config(config, wc.ds)["analysis"]["conflict_models"]
+        if not m.startswith("ablation_") or m.split("_", 1)[1] in ablation_names(wc.ds)
+    ]
     return {m: checkpoint_of(wc.ds, m) for m in models}
 
 
@@ -284,18 +310,19 @@ def eval_clips(wc):
 
 
 def eval_models(ds):
-    return (["uniego"] + [f"baseline_{b}" for b in BASELINES] + [f"proxy_{t}" for t in level1_teachers(ds)]
-            + [f"merge_{s}" for s in STRATEGIES])
+    return ["uniego"] + [f"baseline_{b}" for b in BASELINES] + [f"proxy_{t}" for t in level1_teachers(ds)] + [f"merge_{s}" for s in STRATEGIES]
 
 
 def has_sessions(ds):
     """Datasets with long annotated videos get the segmentation benchmark (the demo, Assembly101's coarse labels)."""
     from uniego.datasets import has_sessions as _has
+
     return _has(dataset_config(config, ds)["datasets"][ds], ds)
 
 
 def session_inputs(wc):
     from uniego.datasets import session_files
+
     try:
         return session_files(dataset_config(config, wc.ds)["datasets"][wc.ds], wc.ds)
     except UniegoError as e:
@@ -321,12 +348,9 @@ def report_seeds(wc):
 
 def report_inputs(wc):
     runs = report_seeds(wc)
-    files = {kind: [f for _, name in runs for f in recognition_targets(name, kind)]
-             for kind in ("recognition", "retrieval", "segmentation")}
-    files["ablations"] = ([f"results/{wc.ds}/eval/ablation_{a}/recognition.json" for a in ablation_names(wc.ds)]
-                          if wc.doc == "study" else [])
-    analysis = {f"{a}_{ext}": f"results/{wc.ds}/analysis/{a}.{ext}" for a in ("cka", "selection", "conflict")
-                for ext in ("json", "png")}
+    files = {kind: [f for _, name in runs for f in recognition_targets(name, kind)] for kind in ("recognition", "retrieval", "segmentation")}
+    files["ablations"] = [f"results/{wc.ds}/eval/ablation_{a}/recognition.json" for a in ablation_names(wc.ds)] if wc.doc == "study" else []
+    analysis = {f"{a}_{ext}": f"results/{wc.ds}/analysis/{a}.{ext}" for a in ("cka", "selection", "conflict") for ext in ("json", "png")}
     probes = {f"probes_{name}": f"results/{name}/analysis/probes.json" for _, name in runs}
     return {**files, **analysis, **probes}
 
@@ -343,15 +367,16 @@ def exo_cue_classes(wc):
 
 def report_runs(kind):
     """params function: `SEED=FILE` for every `kind` file of the document's runs."""
-    return lambda wc: " ".join(shlex.quote(f"{seed}={f}") for seed, name in report_seeds(wc)
-                               for f in recognition_targets(name, kind))
+    return lambda wc: " ".join(shlex.quote(f"{seed}={f}") for seed, name in report_seeds(wc) for f in recognition_targets(name, kind))
 
 
 def dataset_targets(ds):
-    return ([f"results/{ds}/manifest.parquet"]
-            + [f"results/{ds}/clips/{v}.zarr" for v in VIEWS]
-            + [f"results/{ds}/features/{t}.zarr" for t in TEACHERS]
-            + [f"results/{ds}/report.md"])
+    return (
+        [f"results/{ds}/manifest.parquet"]
+        + [f"results/{ds}/clips/{v}.zarr" for v in VIEWS]
+        + [f"results/{ds}/features/{t}.zarr" for t in TEACHERS]
+        + [f"results/{ds}/report.md"]
+    )
 
 
 def requested_targets():
@@ -361,8 +386,9 @@ def requested_targets():
         return []
     try:
         from snakemake.cli import get_argument_parser
+
         return list(get_argument_parser().parse_known_args(sys.argv[1:])[0].targets or [])
-    except (Exception, SystemExit):   # an odd command line: leave it to Snakemake
+    except (Exception, SystemExit):  # an odd command line: leave it to Snakemake
         return []
 
 

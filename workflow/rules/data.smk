@@ -9,18 +9,18 @@ for _ds in dataset_names(config):
                 f"demo_data_{_ds}"
             output:
                 directory(_d["root"]),
-            params:
-                settings=canonical_json(stage_settings(config, _ds, "demo_data")),
-                code=CODE["demo_data"],
-            threads: dataset_config(config, _ds)["compute"]["threads"]
             log:
                 f"logs/{_ds}/demo_data.log",
             conda:
                 "../../envs/uniego.yaml"
+            threads: dataset_config(config, _ds)["compute"]["threads"]
+            params:
+                settings=canonical_json(stage_settings(config, _ds, "demo_data")),
+                code=CODE["demo_data"],
+            # progress on the terminal: it takes minutes
             shell:
                 "uniego demo-data --settings {params.settings:q} --out {output:q} --workers {threads} "
-                "--code-version {params.code:q} 2>&1 | tee {log:q}"   # progress on the terminal: it takes minutes
-
+                "--code-version {params.code:q} 2>&1 | tee {log:q}"
 
     if _d["adapter"] == "ee4d" and (_d.get("options") or {}).get("body_pose"):
 
@@ -32,13 +32,13 @@ for _ds in dataset_names(config):
                 pose=str(Path(_d["root"]) / _d["options"]["body_pose"]),
             output:
                 directory(body_pose_output(_ds)),
-            params:
-                settings=canonical_json(stage_settings(config, _ds, "manifest")),
-                code=CODE["check_data"],
             log:
                 f"logs/{_ds}/body_pose.log",
             conda:
                 "../../envs/uniego.yaml"
+            params:
+                settings=canonical_json(stage_settings(config, _ds, "manifest")),
+                code=CODE["check_data"],
             shell:
                 "uniego body-pose --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1"
 
@@ -48,16 +48,16 @@ rule check_data:
         dataset_inputs,
     output:
         "results/{ds}/data_check.json",
-    params:
-        settings=settings("check_data"),
-        code=CODE["check_data"],
     log:
         "logs/{ds}/check_data.log",
     conda:
         "../../envs/uniego.yaml"
+    params:
+        settings=settings("check_data"),
+        code=CODE["check_data"],
+    # the summary and any warning on the terminal, before anything trains
     shell:
-        "uniego check-data --settings {params.settings:q} --out {output:q} --code-version {params.code:q} "
-        "2>&1 | tee {log:q}"   # the summary and any warning on the terminal, before anything trains
+        "uniego check-data --settings {params.settings:q} --out {output:q} --code-version {params.code:q} 2>&1 | tee {log:q}"
 
 
 rule manifest:
@@ -66,13 +66,13 @@ rule manifest:
         check="results/{ds}/data_check.json",
     output:
         "results/{ds}/manifest.parquet",
-    params:
-        settings=settings("manifest"),
-        code=CODE["manifest"],
     log:
         "logs/{ds}/manifest.log",
     conda:
         "../../envs/uniego.yaml"
+    params:
+        settings=settings("manifest"),
+        code=CODE["manifest"],
     shell:
         "uniego manifest --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1"
 
@@ -82,16 +82,16 @@ rule clips:
         clip_view_inputs,
     output:
         directory("results/{ds}/clips/{view}.zarr"),
-    params:
-        settings=settings("clips", view="view"),
-        code=CODE["clips"],
-    threads: compute_setting("threads")
     log:
         "logs/{ds}/clips/{view}.log",
     benchmark:
         "benchmarks/rules/{ds}/clips/{view}.tsv"
     conda:
         "../../envs/uniego.yaml"
+    threads: compute_setting("threads")
+    params:
+        settings=settings("clips", view="view"),
+        code=CODE["clips"],
     shell:
         "uniego clips --settings {params.settings:q} --manifest {input:q} --view {wildcards.view} "
         "--out {output:q} --workers {threads} --code-version {params.code:q} > {log:q} 2>&1"
@@ -102,16 +102,16 @@ rule test_views:
         "results/{ds}/manifest.parquet",
     output:
         directory("results/{ds}/clips/ego.views{views}.zarr"),
+    log:
+        "logs/{ds}/clips/ego.views{views}.log",
+    wildcard_constraints:
+        views=r"\d+",
+    conda:
+        "../../envs/uniego.yaml"
+    threads: compute_setting("threads")
     params:
         settings=lambda wc: canonical_json(stage_settings(config, wc.ds, "clips", view="ego")),
         code=CODE["clips"],
-    wildcard_constraints:
-        views=r"\d+",
-    threads: compute_setting("threads")
-    log:
-        "logs/{ds}/clips/ego.views{views}.log",
-    conda:
-        "../../envs/uniego.yaml"
     shell:
         "uniego clips --settings {params.settings:q} --manifest {input:q} --view ego --temporal-views {wildcards.views} "
         "--out {output:q} --workers {threads} --code-version {params.code:q} > {log:q} 2>&1"

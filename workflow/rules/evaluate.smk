@@ -9,20 +9,22 @@ rule recognition:
     output:
         recognition="results/{ds}/eval/{model}/recognition.json",
         retrieval="results/{ds}/eval/{model}/retrieval.json",
-    params:
-        settings=settings("evaluate"),
-        code=CODE["evaluate"],
-    threads: compute_setting("threads")
-    resources:
-        **gpu_resources(),
     log:
         "logs/{ds}/eval/{model}/recognition.log",
     conda:
         "../../envs/uniego.yaml"
+    threads: compute_setting("threads")
+    resources:
+        **gpu_resources(),
+    params:
+        settings=settings("evaluate"),
+        code=CODE["evaluate"],
     shell:
-        gpu_shell("uniego evaluate --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
-                  "--model {input.model:q} --name {wildcards.model} --out {output.recognition:q} "
-                  "--retrieval-out {output.retrieval:q}")
+        gpu_shell(
+            "uniego evaluate --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
+            "--model {input.model:q} --name {wildcards.model} --out {output.recognition:q} "
+            "--retrieval-out {output.retrieval:q}"
+        )
 
 
 # report.md: the configured seed's run (what `snakemake --cores all` builds). study.md: the same
@@ -32,6 +34,10 @@ rule report:
         unpack(report_inputs),
     output:
         "results/{ds}/{doc}.md",
+    log:
+        "logs/{ds}/{doc}.log",
+    conda:
+        "../../envs/uniego.yaml"
     params:
         code=CODE["report"],
         recognition=report_runs("recognition"),
@@ -40,10 +46,6 @@ rule report:
         ablations=lambda wc, input: " ".join(shlex.quote(f) for f in input.ablations),
         probes=report_probes,
         exo_cue=exo_cue_classes,
-    log:
-        "logs/{ds}/{doc}.log",
-    conda:
-        "../../envs/uniego.yaml"
     shell:
         "uniego report --dataset {wildcards.ds} --recognition {params.recognition} --retrieval {params.retrieval} "
         "--segmentation {params.segmentation} --ablations {params.ablations} --cka {input.cka_json:q} "

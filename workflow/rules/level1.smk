@@ -9,21 +9,25 @@ rule train_proxy:
         init=student_init_file,
     output:
         "results/{ds}/proxies/{teacher}.pt",
-    params:
-        settings=settings("train_proxy", teacher="teacher"),
-        code=CODE["level1"],
-    threads: compute_setting("threads")
-    resources:
-        **gpu_resources(gpus_per_job, batch_size=False),
     log:
         "logs/{ds}/train_proxy/{teacher}.log",
     benchmark:
         "benchmarks/rules/{ds}/train_proxy/{teacher}.tsv"
     conda:
         "../../envs/uniego.yaml"
+    threads: compute_setting("threads")
+    resources:
+        **gpu_resources(gpus_per_job, batch_size=False),
+    params:
+        settings=settings("train_proxy", teacher="teacher"),
+        code=CODE["level1"],
     shell:
-        gpu_shell("uniego train-proxy --settings {params.settings:q} --teacher {wildcards.teacher} --manifest {input.manifest:q} "
-                  "--clips {input.clips:q} --features {input.features:q} --out {output:q}", batch_size=False, procs=True)
+        gpu_shell(
+            "uniego train-proxy --settings {params.settings:q} --teacher {wildcards.teacher} --manifest {input.manifest:q} "
+            "--clips {input.clips:q} --features {input.features:q} --out {output:q}",
+            batch_size=False,
+            procs=True,
+        )
 
 
 rule proxy_outputs:
@@ -33,16 +37,18 @@ rule proxy_outputs:
         proxy="results/{ds}/proxies/{teacher}.pt",
     output:
         directory("results/{ds}/proxies/{teacher}.outputs.zarr"),
-    params:
-        settings=settings("proxy_outputs"),
-        code=CODE["level1"],
-    threads: compute_setting("threads")
-    resources:
-        **gpu_resources(),
     log:
         "logs/{ds}/proxy_outputs/{teacher}.log",
     conda:
         "../../envs/uniego.yaml"
+    threads: compute_setting("threads")
+    resources:
+        **gpu_resources(),
+    params:
+        settings=settings("proxy_outputs"),
+        code=CODE["level1"],
     shell:
-        gpu_shell("uniego proxy-outputs --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
-                  "--proxy {input.proxy:q} --out {output:q}")
+        gpu_shell(
+            "uniego proxy-outputs --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
+            "--proxy {input.proxy:q} --out {output:q}"
+        )

@@ -9,28 +9,34 @@ rule merge:
         clips="results/{ds}/clips/ego.zarr",
     output:
         "results/{ds}/merge/{strategy}.pt",
+    log:
+        "logs/{ds}/merge/{strategy}.log",
+    conda:
+        "../../envs/uniego.yaml"
+    threads: compute_setting("threads")
+    resources:
+        **gpu_resources(gpus_per_job),
     params:
         settings=settings("merge"),
         code=CODE["level2"],
         proxies=pairs("proxy"),
         outputs=pairs("outputs"),
-    threads: compute_setting("threads")
-    resources:
-        **gpu_resources(gpus_per_job),
-    log:
-        "logs/{ds}/merge/{strategy}.log",
-    conda:
-        "../../envs/uniego.yaml"
     shell:
-        gpu_shell("uniego merge --settings {params.settings:q} --strategy {wildcards.strategy} --manifest {input.manifest:q} "
-                  "--clips {input.clips:q} --proxies {params.proxies} --proxy-outputs {params.outputs} --out {output:q}",
-                  procs=True)
+        gpu_shell(
+            "uniego merge --settings {params.settings:q} --strategy {wildcards.strategy} --manifest {input.manifest:q} "
+            "--clips {input.clips:q} --proxies {params.proxies} --proxy-outputs {params.outputs} --out {output:q}",
+            procs=True,
+        )
 
 
 # spd and spd_ablation run the same command; an ablation overlays the spd settings with its own
 # keys and may start from another merge.
-SPD_SHELL = gpu_shell("uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
-                      "--init {input.init:q} --outputs {params.outputs} --out {output:q}", batch_size=False, procs=True)
+SPD_SHELL = gpu_shell(
+    "uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
+    "--init {input.init:q} --outputs {params.outputs} --out {output:q}",
+    batch_size=False,
+    procs=True,
+)
 
 
 rule spd:
@@ -38,19 +44,19 @@ rule spd:
         unpack(spd_inputs(spd_init)),
     output:
         "results/{ds}/uniego.pt",
-    params:
-        settings=settings("spd"),
-        code=CODE["level2"],
-        outputs=pairs("outputs"),
-    threads: compute_setting("threads")
-    resources:
-        **gpu_resources(gpus_per_job, batch_size=False),
     log:
         "logs/{ds}/spd.log",
     benchmark:
         "benchmarks/rules/{ds}/spd.tsv"
     conda:
         "../../envs/uniego.yaml"
+    threads: compute_setting("threads")
+    resources:
+        **gpu_resources(gpus_per_job, batch_size=False),
+    params:
+        settings=settings("spd"),
+        code=CODE["level2"],
+        outputs=pairs("outputs"),
     shell:
         SPD_SHELL
 
@@ -63,20 +69,24 @@ rule baseline:
         init=student_init_file,
     output:
         "results/{ds}/baselines/{baseline}.pt",
-    params:
-        settings=settings("baseline"),
-        code=CODE["level2"],
-        features=pairs("features"),
-    threads: compute_setting("threads")
-    resources:
-        **gpu_resources(gpus_per_job, batch_size=False),
     log:
         "logs/{ds}/baselines/{baseline}.log",
     conda:
         "../../envs/uniego.yaml"
+    threads: compute_setting("threads")
+    resources:
+        **gpu_resources(gpus_per_job, batch_size=False),
+    params:
+        settings=settings("baseline"),
+        code=CODE["level2"],
+        features=pairs("features"),
     shell:
-        gpu_shell("uniego baseline --settings {params.settings:q} --name {wildcards.baseline} --manifest {input.manifest:q} "
-                  "--clips {input.clips:q} --features {params.features} --out {output:q}", batch_size=False, procs=True)
+        gpu_shell(
+            "uniego baseline --settings {params.settings:q} --name {wildcards.baseline} --manifest {input.manifest:q} "
+            "--clips {input.clips:q} --features {params.features} --out {output:q}",
+            batch_size=False,
+            procs=True,
+        )
 
 
 rule spd_ablation:
@@ -85,16 +95,16 @@ rule spd_ablation:
         unpack(spd_inputs(ablation_init)),
     output:
         "results/{ds}/ablations/{ablation}.pt",
-    params:
-        settings=settings("spd", ablation="ablation"),
-        code=CODE["level2"],
-        outputs=pairs("outputs"),
-    threads: compute_setting("threads")
-    resources:
-        **gpu_resources(gpus_per_job, batch_size=False),
     log:
         "logs/{ds}/ablations/{ablation}.log",
     conda:
         "../../envs/uniego.yaml"
+    threads: compute_setting("threads")
+    resources:
+        **gpu_resources(gpus_per_job, batch_size=False),
+    params:
+        settings=settings("spd", ablation="ablation"),
+        code=CODE["level2"],
+        outputs=pairs("outputs"),
     shell:
         SPD_SHELL

@@ -7,17 +7,16 @@
 rule demo_corpus:
     output:
         directory("data/corpus_{name}"),
-    params:
-        settings=pretrain_setting("demo_corpus"),
-        code=CODE["demo_corpus"],
-    threads: pretrain_threads
     log:
         "logs/pretrain/{name}/corpus.log",
     conda:
         "../../envs/uniego.yaml"
+    threads: pretrain_threads
+    params:
+        settings=pretrain_setting("demo_corpus"),
+        code=CODE["demo_corpus"],
     shell:
-        "uniego demo-corpus --settings {params.settings:q} --out {output:q} --workers {threads} "
-        "--code-version {params.code:q} 2>&1 | tee {log:q}"
+        "uniego demo-corpus --settings {params.settings:q} --out {output:q} --workers {threads} " "--code-version {params.code:q} 2>&1 | tee {log:q}"
 
 
 rule pretrain:
@@ -26,17 +25,17 @@ rule pretrain:
     output:
         checkpoint="results/pretrain/{name}/{target}",
         record="results/pretrain/{name}/{target}.json",
-    params:
-        settings=pretrain_setting("pretrain"),
-        code=CODE["pretrain"],
-        target=lambda wc: wc.target.rpartition(".")[0],
-    threads: pretrain_threads
     log:
         "logs/pretrain/{name}/{target}.log",
     benchmark:
         "benchmarks/rules/pretrain/{name}/{target}.tsv"
     conda:
         "../../envs/uniego.yaml"
+    threads: pretrain_threads
+    params:
+        settings=pretrain_setting("pretrain"),
+        code=CODE["pretrain"],
+        target=lambda wc: wc.target.rpartition(".")[0],
     shell:
         "uniego pretrain --settings {params.settings:q} --corpus {input.corpus:q} --target {params.target} "
         "--out {output.checkpoint:q} --threads {threads} --code-version {params.code:q} > {log:q} 2>&1"

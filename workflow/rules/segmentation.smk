@@ -8,13 +8,13 @@ rule sessions:
     output:
         table="results/{ds}/sessions.parquet",
         labels=directory("results/{ds}/session_labels"),
-    params:
-        settings=settings("manifest"),
-        code=CODE["sessions"],
     log:
         "logs/{ds}/sessions.log",
     conda:
         "../../envs/uniego.yaml"
+    params:
+        settings=settings("manifest"),
+        code=CODE["sessions"],
     shell:
         "uniego sessions --settings {params.settings:q} --labels {output.labels:q} --out {output.table:q} "
         "--code-version {params.code:q} > {log:q} 2>&1"
@@ -25,14 +25,14 @@ rule session_clips:
         "results/{ds}/sessions.parquet",
     output:
         directory("results/{ds}/clips/sessions.zarr"),
-    params:
-        settings=settings("session_clips"),
-        code=CODE["sessions"],
-    threads: compute_setting("threads")
     log:
         "logs/{ds}/clips/sessions.log",
     conda:
         "../../envs/uniego.yaml"
+    threads: compute_setting("threads")
+    params:
+        settings=settings("session_clips"),
+        code=CODE["sessions"],
     shell:
         "uniego session-clips --settings {params.settings:q} --sessions {input:q} --out {output:q} "
         "--workers {threads} --code-version {params.code:q} > {log:q} 2>&1"
@@ -45,19 +45,21 @@ rule dense_features:
         model=model_checkpoint,
     output:
         directory("results/{ds}/eval/{model}/dense_features.zarr"),
-    params:
-        settings=settings("evaluate"),
-        code=CODE["segmentation"],
-    threads: compute_setting("threads")
-    resources:
-        **gpu_resources(),
     log:
         "logs/{ds}/eval/{model}/dense_features.log",
     conda:
         "../../envs/uniego.yaml"
+    threads: compute_setting("threads")
+    resources:
+        **gpu_resources(),
+    params:
+        settings=settings("evaluate"),
+        code=CODE["segmentation"],
     shell:
-        gpu_shell("uniego dense-features --settings {params.settings:q} --sessions {input.sessions:q} "
-                  "--windows {input.windows:q} --model {input.model:q} --out {output:q}")
+        gpu_shell(
+            "uniego dense-features --settings {params.settings:q} --sessions {input.sessions:q} "
+            "--windows {input.windows:q} --model {input.model:q} --out {output:q}"
+        )
 
 
 rule segmentation:
@@ -67,17 +69,21 @@ rule segmentation:
     output:
         scores="results/{ds}/eval/{model}/segmentation.json",
         predictions="results/{ds}/eval/{model}/segmentation.predictions.npz",
-    params:
-        settings=settings("segment"),
-        code=CODE["segmentation"],
-    threads: compute_setting("threads")
-    resources:
-        **gpu_resources(workers=False, batch_size=False, precision=False),
     log:
         "logs/{ds}/eval/{model}/segmentation.log",
     conda:
         "../../envs/uniego.yaml"
+    threads: compute_setting("threads")
+    resources:
+        **gpu_resources(workers=False, batch_size=False, precision=False),
+    params:
+        settings=settings("segment"),
+        code=CODE["segmentation"],
     shell:
-        gpu_shell("uniego segment --settings {params.settings:q} --sessions {input.sessions:q} --features {input.features:q} "
-                  "--name {wildcards.model} --out {output.scores:q} --workers 0",
-                  workers=False, batch_size=False, precision=False)
+        gpu_shell(
+            "uniego segment --settings {params.settings:q} --sessions {input.sessions:q} --features {input.features:q} "
+            "--name {wildcards.model} --out {output.scores:q} --workers 0",
+            workers=False,
+            batch_size=False,
+            precision=False,
+        )

@@ -35,10 +35,12 @@ def cmd_pretrain(args):
     print(f"{out}: {args.target} trained on {args.corpus}")
 
 
-def add_commands(sub, common) -> None:
+def add_commands(sub) -> None:
     """This stage's `uniego` commands (cli.build_parser calls it)."""
+    from uniego.stages import common_args
+
     p = sub.add_parser("demo-corpus", help="render the demo's pretraining corpus (disjoint from the demo dataset)")
-    common(p, dataset=False)
+    common_args(p, dataset=False)
     p.add_argument("--name", default="demo", help="the config's pretrain.<name> entry (with --config)")
     p.add_argument("--out", required=True, help="corpus folder to write (staged, then moved)")
     p.add_argument("--workers", type=int, default=2)
@@ -46,7 +48,7 @@ def add_commands(sub, common) -> None:
 
     p = sub.add_parser("pretrain", help="train a demo stand-in teacher (in its real checkpoint format) or the "
                        "shared student start on the corpus")
-    common(p, dataset=False)
+    common_args(p, dataset=False)
     p.add_argument("--name", default="demo", help="the config's pretrain.<name> entry (with --config)")
     p.add_argument("--corpus", required=True, help="the corpus folder (uniego demo-corpus)")
     p.add_argument("--target", required=True, help="a tiny teacher architecture (dinov2_test, depth_anything_test, "

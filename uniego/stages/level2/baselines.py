@@ -1,6 +1,6 @@
-"""Baselines trained with the same engine and budget as the proxies and SPD:
-ego-only (CE on the ego clips) and naive multi-teacher distillation (one student, every
-teacher's eq.-1 feature term at once, one projection per teacher, their mean)."""
+"""The baselines, trained with the same runner and budget as the proxies and SPD: ego-only (CE
+on the ego clips) and naive multi-teacher distillation (one student, every teacher's eq.-1
+feature term at once, one projection per teacher, their mean)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uniego.config import ComputeSettings, Level1Settings, from_dict, parse_student, parse_train
+from uniego.config import (
+    ComputeSettings,
+    Level1Settings,
+    from_dict,
+    parse_student,
+    parse_train,
+)
 from uniego.data import ClipBatches, ClipSource, probe_batch
 from uniego.errors import UniegoError
 from uniego.losses import cosine_distance
 from uniego.manifest import manifest_sha256, read_manifest
-from uniego.proxy import teacher_targets
+from uniego.names import BASELINES
+from uniego.stages.level1.proxies import teacher_targets
 from uniego.stages.runner import checkpoint_meta, fit, save_checkpoint
 from uniego.student import ProxyModel, build_student
-
-BASELINES = ("ego", "naive_mtd")
 
 
 class EgoTask:
@@ -91,3 +96,5 @@ def run_baseline(name: str, manifest: str, clips: str, features: dict, out: str,
     meta = checkpoint_meta("student", seed=seed, manifest_sha256=sha, code_version=code_version, run=run, method=name,
                            classes=classes, num_frames=source.num_frames, teachers=distilled, train=train_s.__dict__)
     return save_checkpoint(out, {"encoder": encoder.cpu().state_dict()}, meta)
+
+

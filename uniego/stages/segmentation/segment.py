@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from uniego.cache import ArraySpec, StoreWriter, open_store, read_array, strings
-from uniego.config import ComputeSettings, TrainSettings, parse_student
+from uniego.checkpoints import encoder_from_checkpoint, load_model, predict
+from uniego.config import ComputeSettings, SegmentationSettings, TrainSettings, parse_segmentation, parse_student
 from uniego.data import ClipSource
 from uniego.device import resolve_device
 from uniego.errors import UniegoError
@@ -27,7 +28,6 @@ from uniego.io import atomic_write_json
 from uniego.manifest import manifest_sha256
 from uniego.metrics import segmentation_scores
 from uniego.models.mstcn import MSTCN, mstcn_loss
-from uniego.proxy import encoder_from_checkpoint, load_proxy, predict
 from uniego.sessions import frame_labels, frames_to_windows, read_sessions
 from uniego.stages.runner import fit
 
@@ -40,7 +40,7 @@ def dense_features(sessions: str, windows: str, model: str, out: str, settings: 
     g = open_store(windows, manifest_sha256=sha, stage="segmentation")
     ids, splits, labels = strings(g["sample"][:]), strings(g["split"][:]), np.asarray(g["label"][:])
     centre = np.asarray(g["centre"][:])
-    obj = load_proxy(model)
+    obj = load_model(model, stage="segmentation")
     encoder = encoder_from_checkpoint(obj, student)
     feats, _ = predict(encoder, ClipSource(windows, list(ids), manifest_sha256=sha), student,
                        device=resolve_device(compute), batch_size=compute.batch_size, workers=compute.workers)
@@ -71,12 +71,12 @@ class _Sequences(torch.utils.data.Dataset):
 
 
 class SegmentationTask:
-    def __init__(self, model: MSTCN, s: dict):
+    def __init__(self, model: MSTCN, s: SegmentationSettings):
         self.model, self.s = model, s
 
     def step(self, batch: dict) -> dict:
         z = self.model(batch["x"])
-        return {"loss": mstcn_loss(z, batch["label"], smooth_weight=self.s["smooth_weight"], tau=self.s["smooth_tau"])}
+        return {"loss": mstcn_loss(z, batch["label"], smooth_weight=self.s.smooth_weight, tau=self.s.smooth_tau)}
 
 
 def _sequences(features: str, sessions, sha: str):
@@ -104,7 +104,7 @@ def train_and_score(sessions_path: str, features: str, out: str, settings: dict,
                     compute: ComputeSettings = ComputeSettings(), code_version: str = "") -> dict:
     """Train MS-TCN on the train sessions' features, predict the test sessions, score them.
     Writes `out` (JSON) and `<out stem>.predictions.npz` (frame predictions per test video)."""
-    s, seed = settings["segmentation"], settings["seed"]
+    s, seed = parse_segmentation(settings["segmentation"]), settings["seed"]
     sessions, classes = read_sessions(sessions_path)
     sha = manifest_sha256(sessions_path)
     seqs, stride = _sequences(features, sessions, sha)
@@ -113,19 +113,19 @@ def train_and_score(sessions_path: str, features: str, out: str, settings: dict,
     if not train_ids or test.empty:
         raise UniegoError(f"{sessions_path} needs train and test sessions (has {len(train_ids)} / {len(test)})",
                           stage="segmentation")
-    unknown = [b for b in s["background"] if b not in classes]
+    unknown = [b for b in s.background if b not in classes]
     if unknown:
         raise UniegoError(f"segmentation.background: {unknown} are not classes ({', '.join(classes)})", stage="segmentation")
     dim = next(iter(seqs.values()))[0].shape[1]
     torch.manual_seed(seed)
-    model = MSTCN(dim, len(classes), stages=s["stages"], layers=s["layers"], channels=s["channels"], dropout=s["dropout"])
+    model = MSTCN(dim, len(classes), stages=s.stages, layers=s.layers, channels=s.channels, dropout=s.dropout)
     train_seqs = [seqs[i] for i in train_ids]
-    ts = TrainSettings(epochs=s["epochs"], lr=s["lr"], lr_steps=(0,), lr_factors=(1.0,), momentum=0.0, nesterov=False,
+    ts = TrainSettings(epochs=s.epochs, lr=s.lr, lr_steps=(0,), lr_factors=(1.0,), momentum=0.0, nesterov=False,
                        weight_decay=0.0, batch_size=1)
     device = resolve_device(compute)
     out = Path(out)
     identity = {"features": dict(open_store(features, stage="segmentation").attrs).get("fingerprint"),
-                "sessions": sha, "segmentation": s}
+                "sessions": sha, "segmentation": settings["segmentation"]}
     fit(SegmentationTask(model, s), lambda batches, epoch: _Sequences(train_seqs, batches), len(train_seqs), ts, out=out,
         identity=identity, seed=seed, code_version=code_version, compute=dataclasses.replace(compute, workers=0),
         desc="segmentation", optimizer="adam", precision="fp32")   # the sequences are in memory: no loader workers
@@ -139,11 +139,11 @@ def train_and_score(sessions_path: str, features: str, out: str, settings: dict,
             preds.append(window_pred[frames_to_windows(row.n_frames, stride)])
             gts.append(frame_labels(row))
             names.append(row.session_id)
-    bg = tuple(classes.index(b) for b in s["background"])
+    bg = tuple(classes.index(b) for b in s.background)
     scores = segmentation_scores(preds, gts, background=bg)
     result = {"model": name or out.parent.name, "features": str(features), **scores, "test_videos": len(names),
               "train_videos": len(train_ids), "frames": int(sum(len(g) for g in gts)), "feature_stride": stride,
-              "temporal_model": f"MS-TCN {s['stages']}x{s['layers']}x{s['channels']}", "background": s["background"],
+              "temporal_model": f"MS-TCN {s.stages}x{s.layers}x{s.channels}", "background": list(s.background),
               "seed": seed}
     tmp = out.with_name(out.stem + ".predictions.partial.npz")
     np.savez(tmp, **{f"pred/{n}": p for n, p in zip(names, preds)}, **{f"gt/{n}": g for n, g in zip(names, gts)},

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from uniego.checkpoints import encoder_from_checkpoint, load_model, predict
 from uniego.config import ComputeSettings, parse_eval, parse_student
 from uniego.data import ClipSource
 from uniego.device import resolve_device
@@ -18,7 +19,6 @@ from uniego.errors import UniegoError
 from uniego.io import atomic_write_json
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.metrics import per_class_accuracy, retrieval_scores, topk_accuracy
-from uniego.proxy import encoder_from_checkpoint, load_proxy, predict
 
 
 def merge_summary(meta: dict) -> dict:
@@ -38,7 +38,7 @@ def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settin
     crops, temporal = views_s.spatial_crops, views_s.temporal_clips
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
-    obj = load_proxy(model)
+    obj = load_model(model, stage="evaluate")
     if obj["meta"].get("manifest_sha256") != sha:
         raise UniegoError(f"{model} was trained on another manifest (or records none); retrain it", stage="evaluate")
     rows = np.flatnonzero(table.split.to_numpy() == "test")

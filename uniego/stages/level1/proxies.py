@@ -1,5 +1,5 @@
-"""Level I: one proxy per teacher (eq. 1), and the export of its outputs on the train split
-(the SPD targets: CLS feature and logits from one deterministic view per clip)."""
+"""Level I's runners: one proxy per teacher (eq. 1), and the export of its outputs on the train
+split (the SPD targets: CLS feature and logits from one deterministic view per clip)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from uniego.cache import ArraySpec, StoreWriter, open_store, read_array
-from uniego.config import ComputeSettings, Level1Settings, StudentSettings, from_dict, parse_student, parse_train
+from uniego.checkpoints import encoder_from_checkpoint, load_model, predict
+from uniego.config import ComputeSettings, Level1Settings, from_dict, parse_student, parse_train
 from uniego.data import ClipBatches, ClipSource
 from uniego.device import resolve_device
-from uniego.engine import whole_batches
 from uniego.errors import UniegoError
 from uniego.losses import proxy_loss
 from uniego.manifest import manifest_sha256, read_manifest
@@ -93,47 +92,13 @@ def train_proxy(manifest: str, clips: str, features: str, out: str, settings: di
     return Path(out)
 
 
-def load_proxy(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise UniegoError(f"proxy checkpoint {p} does not exist; train it first", stage="level2")
-    obj = torch.load(p, map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict) or obj.get("meta", {}).get("kind") not in ("proxy", "merged", "student"):
-        raise UniegoError(f"{p} is not a uniego model checkpoint", stage="level2")
-    return obj
-
-
-def encoder_from_checkpoint(obj: dict, student: StudentSettings):
-    meta = obj["meta"]
-    model = build_student(StudentSettings(**{**student.__dict__, "init": "random"}), len(meta["classes"]),
-                          num_frames=meta["num_frames"])
-    model.load_state_dict(obj["encoder"], strict=True)
-    return model
-
-
-@torch.inference_mode()
-def predict(encoder, source: ClipSource, student: StudentSettings, *, device, batch_size: int = 8, workers: int = 0,
-            crop: int = 1):
-    """CLS features [N, D] and logits [N, C] on a deterministic eval view, in source order."""
-    batches = [np.arange(i, min(i + batch_size, len(source))) for i in range(0, len(source), batch_size)]
-    loader = DataLoader(ClipBatches(source, np.zeros(len(source), np.int64), student, batches, epoch=0, seed=0, train=False,
-                                    crop=crop), batch_size=None, collate_fn=whole_batches, num_workers=workers)
-    encoder.eval().to(device)
-    feats, logits = [], []
-    for batch in loader:
-        h = encoder.forward_features(batch["clip"].to(device))
-        feats.append(h.float().cpu())
-        logits.append(encoder.head(h).float().cpu())
-    return torch.cat(feats).numpy(), torch.cat(logits).numpy()
-
-
 def export_proxy_outputs(manifest: str, clips: str, proxy: str, out: str, settings: dict, *,
                          compute: ComputeSettings = ComputeSettings(), code_version: str = "") -> Path:
     """Write `feature` [N_train, D] and `logits` [N_train, C] of a proxy into a store."""
     student = parse_student(settings["student"])
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
-    obj = load_proxy(proxy)
+    obj = load_model(proxy, stage="level1")
     if obj["meta"]["manifest_sha256"] != sha:
         raise UniegoError(f"proxy {proxy} was trained on another manifest; retrain it", stage="level1")
     rows = np.flatnonzero(table.split.to_numpy() == "train")
