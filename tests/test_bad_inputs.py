@@ -110,7 +110,7 @@ def _feature_store(path, tiny_data, values, *, ids=None, attrs=None):
     ids = list(table.sample_id) if ids is None else ids
     w = StoreWriter(path, sample_ids=ids, splits=["train"] * len(ids), labels=[0] * len(ids),
                     arrays={"features": ArraySpec(values.shape[1:], "float32", ("frame", "channel")[-(values.ndim - 1):])},
-                    attrs={"teacher": "exo_dino", "architecture": "dinov2_test", "feature_dim": 64,
+                    attrs={"kind": "features", "teacher": "exo_dino", "architecture": "dinov2_test", "feature_dim": 64,
                            "manifest_sha256": manifest_sha256(tiny_data["manifest"]), **(attrs or {})}, stage="test")
     w.write(0, len(ids), features=values)
     return str(w.finalize())

@@ -189,6 +189,12 @@ def test_schema_settings_and_stage_settings_agree(config):
         assert no_default - not_keys <= required, (name, sorted(no_default - not_keys - required))
     preset = top["demo_presets"]["additionalProperties"]
     assert set(preset["properties"]) == {f.name for f in dataclasses.fields(C.DemoPreset)}
+    # a pretrain entry: PretrainSettings plus its corpus (CorpusPreset) and student parts
+    from uniego.demo.corpus import CorpusPreset
+    from uniego.stages.pretrain.train import PretrainSettings
+    entry = top["pretrain"]["additionalProperties"]["properties"]
+    assert set(entry) - {"corpus", "student"} == {f.name for f in dataclasses.fields(PretrainSettings)}
+    assert set(entry["corpus"]["properties"]) == {f.name for f in dataclasses.fields(CorpusPreset)}
     for ds in C.dataset_names(config):
         for fidelity in ("paper", "official"):
             cfg = {**config, "fidelity": fidelity}

@@ -263,3 +263,40 @@ def test_two_runs_from_scratch_give_identical_results(tmp_path):
         a, b = (torch.load(r.parent.parent / "results" / "pretrain" / "tiny" / t, weights_only=True) for r in runs)
         a, b = (x["encoder"] if "encoder" in x else x for x in (a, b))
         assert all(torch.equal(a[k], b[k]) for k in a), t
+
+
+def test_a_video_replaced_in_place_reruns_what_depends_on_it(built):
+    """The data check's parameters carry every dataset file's size and mtime (issue 20): a video
+    replaced in place reruns the check, the manifest and the clip caches; nothing else changes."""
+    import shutil
+
+    import pandas as pd
+    overlay = built / "tests" / "configs" / "replaced.yaml"
+    overlay.write_text(yaml.safe_dump({"datasets": {"replaced": {"adapter": "demo", "root": "data/replaced", "preset": "tiny"}}}))
+    target = "results/replaced/clips/ego.zarr"
+    r = snakemake(built, target, overlays=[overlay])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Nothing to be done" in snakemake(built, target, "-n", overlays=[overlay]).stdout
+    ann = pd.read_csv(built / "data/replaced/annotations.csv")
+    shutil.copyfile(built / "data/replaced" / ann.ego_video[1], built / "data/replaced" / ann.ego_video[0])   # another clip's video
+    dry = snakemake(built, target, "-n", overlays=[overlay])
+    assert planned_jobs(dry) == {"check_data": 1, "manifest": 1, "clips": 1}, dry.stdout
+    assert "Params have changed since last execution" in dry.stdout
+
+
+def test_a_damaged_clip_cache_fails_its_job_with_the_message_on_the_terminal(built):
+    """A chunk damaged after the cache was built: the extraction reading it fails with the store,
+    array, chunk and sample named, on the terminal (a failed job's last log lines go to stderr),
+    and leaves no feature store."""
+    overlay = built / "tests" / "configs" / "damaged.yaml"
+    overlay.write_text(yaml.safe_dump({"datasets": {"damaged": {"adapter": "demo", "root": "data/damaged", "preset": "tiny"}}}))
+    r = snakemake(built, "results/damaged/clips/ego.zarr", overlays=[overlay])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    chunk = next(f for f in sorted((built / "results/damaged/clips/ego.zarr/frames/c/2").rglob("*")) if f.is_file())
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    r = snakemake(built, "results/damaged/features/ego_dino.zarr", overlays=[overlay])
+    assert r.returncode != 0
+    assert "is damaged: `frames` chunk 2 (rows 2-2: demo_00002) cannot be read" in r.stdout + r.stderr
+    assert not (built / "results/damaged/features/ego_dino.zarr").exists()

@@ -197,11 +197,11 @@ def selection_analysis(checkpoint: str, out_json: str, out_png: str) -> dict:
     """Selection frequency of every proxy during SPD (the counts the SPD run recorded, summed
     over epochs): overall as a fraction of the samples seen, and per class as a fraction of
     that class's samples."""
-    import torch
 
     from uniego.errors import UniegoError
+    from uniego.io import read_checkpoint
 
-    obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    obj = read_checkpoint(checkpoint, stage="analysis")
     meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
     sel = meta.get("selection")
     if meta.get("method") != "uniego" or not sel:
@@ -239,13 +239,12 @@ def selection_analysis(checkpoint: str, out_json: str, out_png: str) -> dict:
 def conflict_analysis(models: dict[str, str], out_json: str, out_png: str) -> dict:
     """The per-epoch gradient-conflict probe records (`uniego.engine.gradient_conflict`) of
     trained models (naive MTD, SPD over all proxies, SPD), from their checkpoints' history."""
-    import torch
-
     from uniego.errors import UniegoError
+    from uniego.io import read_checkpoint
 
     curves = {}
     for name, path in models.items():
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = read_checkpoint(path, stage="analysis")
         history = (obj.get("meta", {}) if isinstance(obj, dict) else {}).get("history") or []
         rows = [h for h in history if "grad_conflict_rate" in h]
         if not rows:

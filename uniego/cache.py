@@ -4,6 +4,9 @@ A store is a group a stranger can open with `zarr.open_group` or `xarray.open_za
   data arrays with `dimension_names` (e.g. features (sample, frame, channel)), chunked by
   samples, zstd; coordinates `sample` (the sample ids: the index), `split`, `label`; a `done`
   mask per sample; group attributes with the provenance and `complete: true` written last.
+Every chunk of every array is written (even one equal to the fill value) and ends with a crc32c
+checksum (Zarr v3's codec), so a damaged chunk fails its read, and a missing chunk file is found
+when the store is opened: neither is ever read as fill values.
 
 Writing goes to `<target>.partial` (never the declared output: Snakemake deletes a failed
 job's outputs) and is resumable: a rerun with the same provenance fingerprint keeps the chunks
@@ -30,7 +33,7 @@ from uniego.errors import UniegoError
 from uniego.provenance import environment
 
 FORMAT = "uniego-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: every chunk written and checksummed (crc32c)
 VOLATILE_ATTRS = ("created_at", "finished_at", "complete", "fingerprint")
 TARGET_CHUNK_BYTES = 2 << 20
 
@@ -47,7 +50,17 @@ def zarr_module():
     import zarr
     # Snakemake drops a `.snakemake_timestamp` file into directory outputs; it is not ours.
     warnings.filterwarnings("ignore", message="Object at .snakemake_timestamp is not recognized")
+    # Write every chunk, also one that equals the fill value (zarr skips those by default), so
+    # that a chunk file missing from a finished store always means damage.
+    zarr.config.set({"array.write_empty_chunks": True})
     return zarr
+
+
+def codecs(zarr, *, compress: bool) -> list:
+    """The bytes codecs of every array: zstd (unless `compress` is false), then a crc32c
+    checksum over the stored bytes."""
+    crc = zarr.codecs.Crc32cCodec()
+    return [zarr.codecs.ZstdCodec(level=3), crc] if compress else [crc]
 
 
 def chunk_samples_for(arrays: dict[str, ArraySpec], n: int) -> int:
@@ -110,21 +123,21 @@ class StoreWriter:
         shutil.rmtree(self.staging, ignore_errors=True)
         self.resumed = 0
         g = zarr.open_group(str(self.staging), mode="w")
-        codec = zarr.codecs.ZstdCodec(level=3)
         for name, spec in arrays.items():
             floats = np.dtype(spec.dtype).kind == "f"
             fill = np.nan if floats else 0
             # Float arrays (features, logits) are stored raw: zstd saves 5-15 % on teacher features
             # but halves the read speed (benchmarks/cache_reads.py); uint8 frames compress well.
             g.create_array(name, shape=(self.n, *spec.tail), chunks=(self.chunk, *spec.tail), dtype=spec.dtype,
-                           dimension_names=("sample", *spec.dims), compressors=None if floats else codec, fill_value=fill,
+                           dimension_names=("sample", *spec.dims), compressors=codecs(zarr, compress=not floats), fill_value=fill,
                            attributes={"coordinates": "split label"})
         coord_chunk = max(self.n, 1)
         for name, values, dtype in (("sample", sample_ids, str), ("split", splits, str), ("label", labels, "int32")):
-            arr = g.create_array(name, shape=(self.n,), chunks=(coord_chunk,), dtype=dtype, dimension_names=("sample",))
+            arr = g.create_array(name, shape=(self.n,), chunks=(coord_chunk,), dtype=dtype, dimension_names=("sample",),
+                                 compressors=codecs(zarr, compress=True))
             arr[:] = np.array([str(v) for v in values]) if dtype is str else np.asarray(values, dtype)
         g.create_array("done", shape=(self.n,), chunks=(coord_chunk,), dtype="bool", dimension_names=("sample",),
-                       fill_value=False)
+                       fill_value=False, compressors=codecs(zarr, compress=True))
         g.attrs.update({**attrs, "fingerprint": self.fp, "created_at": _now(), "complete": False})
         self.group = g
 
@@ -166,8 +179,10 @@ class StoreWriter:
         return self.target
 
 
-def open_store(path: str | Path, *, manifest_sha256: str | None = None, stage: str = "read"):
-    """Open a finished store read-only; refuse a missing, incomplete or stale one."""
+def open_store(path: str | Path, *, manifest_sha256: str | None = None, expect: dict | None = None, stage: str = "read"):
+    """Open a finished store read-only; refuse a missing, incomplete, stale or damaged one
+    (a chunk file missing), or one whose attributes differ from `expect` (e.g. {"kind":
+    "clips", "view": "ego"}), naming both sides."""
     zarr = zarr_module()
     path = Path(path)
     if not path.exists():
@@ -182,18 +197,123 @@ def open_store(path: str | Path, *, manifest_sha256: str | None = None, stage: s
     if g.attrs.get("complete") is not True:
         raise UniegoError(f"store {path} is incomplete (`complete` is not true): it was never finished. "
                           "Delete it and rerun the rule that builds it.", stage=stage)
+    if g.attrs.get("format_version") != FORMAT_VERSION:
+        raise UniegoError(f"store {path} has store format {g.attrs.get('format_version')}, written by an older uniego "
+                          f"(this one reads format {FORMAT_VERSION}: checksummed chunks). Delete it and rerun the rule "
+                          "that builds it.", stage=stage)
     if manifest_sha256 is not None and g.attrs.get("manifest_sha256") != manifest_sha256:
         raise UniegoError(f"store {path} was built from another manifest (sha256 {str(g.attrs.get('manifest_sha256'))[:12]}… "
                           f"vs {manifest_sha256[:12]}…): it is stale. Rebuild it (snakemake reruns it when the manifest "
                           "changes).", stage=stage)
+    for key, want in (expect or {}).items():
+        have = g.attrs.get(key)
+        if have != want:
+            raise UniegoError(f"store {path} has {key} {have!r}, but {stage} expects {want!r}: "
+                              f"{_EXPECT_HINT.get(key, 'pass the store built for it')}", stage=stage)
+    missing = missing_chunks(g, path)
+    if missing:
+        raise UniegoError(f"store {path} is damaged: {len(missing)} chunk file(s) are missing ({'; '.join(missing[:5])}"
+                          f"{' ...' if len(missing) > 5 else ''}). Delete it and rerun the rule that builds it.", stage=stage)
     return g
 
 
+_EXPECT_HINT = {"kind": "pass the kind of store it reads (clips/*.zarr, features/*.zarr, proxies/*.outputs.zarr)",
+                "view": "pass the clip cache of that view, e.g. results/{ds}/clips/ego.zarr",
+                "settings": "the store was built with other clip settings; rebuild it with this config (snakemake does)",
+                "teacher": "pass that teacher's store, results/{ds}/features/{teacher}.zarr"}
+
+
+def _chunk_key(path: Path, name: str, index: tuple[int, ...]) -> Path:
+    return path / name / "c" / "/".join(map(str, index))
+
+
+def missing_chunks(g, path: str | Path) -> list[str]:
+    """The chunk files of `g`'s arrays that are not on disk, each named with its array, chunk
+    index and samples (a finished store has every one; see `zarr_module`)."""
+    import itertools
+
+    path, out = Path(path), []
+    ids = None
+    for name in sorted(g.array_keys()):
+        a = g[name]
+        if a.nchunks_initialized == a.nchunks:
+            continue
+        for index in itertools.product(*(range(n) for n in a.cdata_shape)):
+            if not _chunk_key(path, name, index).is_file():
+                if ids is None:
+                    try:
+                        ids = strings(g["sample"][:])
+                    except Exception:
+                        ids = np.array([], dtype=str)
+                out.append(f"`{name}` chunk {index} ({_samples_of(ids, index[0], a.chunks[0])})")
+    return out
+
+
+def _samples_of(ids: np.ndarray, chunk: int, size: int) -> str:
+    lo, hi = chunk * size, (chunk + 1) * size
+    names = [str(i) for i in ids[lo:hi][:3]]
+    return f"rows {lo}-{hi - 1}" + (f": {', '.join(names)}{' ...' if hi - lo > 3 else ''}" if names else "")
+
+
+def read_rows(array, sel, *, store: str | Path, stage: str) -> np.ndarray:
+    """`array[sel]`, or a named error when a chunk it reads is damaged: the store, the array,
+    the chunk and its samples (a chunk whose bytes fail the crc32c checksum written with them,
+    or cannot be decoded)."""
+    try:
+        return np.asarray(array[sel])
+    except (ValueError, RuntimeError) as e:
+        raise damaged_chunk_error(array, sel, store=store, stage=stage, cause=e) from None
+
+
+def damaged_chunk_error(array, sel, *, store: str | Path, stage: str, cause: Exception) -> UniegoError:
+    """Which chunk of `array[sel]` fails to decode, as the one message a user sees."""
+    rows = range(array.shape[0])[sel[0] if isinstance(sel, tuple) else sel]
+    rows = [rows] if isinstance(rows, int) else list(rows)
+    size = array.chunks[0]
+    name = array.path or array.name
+    for chunk in sorted({r // size for r in rows}):
+        try:
+            array[chunk * size:(chunk + 1) * size]
+        except (ValueError, RuntimeError) as e:
+            try:
+                ids = strings(zarr_module().open_group(str(store), mode="r", use_consolidated=False)["sample"][:])
+            except Exception:
+                ids = np.array([], dtype=str)
+            return UniegoError(f"store {store} is damaged: `{name}` chunk {chunk} ({_samples_of(ids, chunk, size)}) cannot be "
+                               f"read: {str(e).rstrip('.')}. Delete the store and rerun the rule that builds it.", stage=stage)
+    return UniegoError(f"store {store}: reading `{name}` failed: {cause}", stage=stage)
+
+
+def verify_store(path: str | Path, *, stage: str = "inspect") -> dict:
+    """Read every chunk of every array of a store: {"chunks": read, "missing": [...], "damaged": [...]}."""
+    import itertools
+
+    zarr, path = zarr_module(), Path(path)
+    g = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    missing, damaged, read = missing_chunks(g, path), [], 0
+    try:
+        ids = strings(g["sample"][:])
+    except Exception:
+        ids = np.array([], dtype=str)
+    for name in sorted(g.array_keys()):
+        a = g[name]
+        for index in itertools.product(*(range(n) for n in a.cdata_shape)):
+            if not _chunk_key(path, name, index).is_file():
+                continue
+            sel = tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, a.chunks))
+            try:
+                a[sel]
+                read += 1
+            except (ValueError, RuntimeError) as e:
+                damaged.append(f"`{name}` chunk {index} ({_samples_of(ids, index[0], a.chunks[0])}): {e}")
+    return {"store": str(path), "chunks": read, "missing": missing, "damaged": damaged}
+
+
 def read_array(path: str | Path, name: str = "features", *, manifest_sha256: str | None = None,
-               sample_ids=None, stage: str = "read") -> tuple[np.ndarray, np.ndarray]:
-    """(values, sample ids) of one array, checked: finite, and covering exactly `sample_ids`
-    in that order when given."""
-    g = open_store(path, manifest_sha256=manifest_sha256, stage=stage)
+               sample_ids=None, expect: dict | None = None, stage: str = "read") -> tuple[np.ndarray, np.ndarray]:
+    """(values, sample ids) of one array, checked: the store is what `expect` says (see
+    `open_store`), its values are finite and cover exactly `sample_ids`, in order, when given."""
+    g = open_store(path, manifest_sha256=manifest_sha256, expect=expect, stage=stage)
     ids = strings(g["sample"][:])
     if sample_ids is not None:
         want = strings(sample_ids)
@@ -202,7 +322,7 @@ def read_array(path: str | Path, name: str = "features", *, manifest_sha256: str
             extra = sorted(map(str, set(ids) - set(want)))[:5]
             raise UniegoError(f"store {path} does not hold the manifest's samples in order "
                               f"(missing {missing}, unexpected {extra}); rebuild it", stage=stage)
-    values = np.asarray(g[name][:])
+    values = read_rows(g[name], slice(None), store=path, stage=stage)
     if values.dtype.kind == "f" and not all_finite(values):
         bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
         if bad.any():

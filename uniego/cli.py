@@ -5,6 +5,7 @@ either as `--settings JSON` (the config sub-tree a rule passes) or from `--confi
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 
@@ -30,7 +31,17 @@ def cmd_inspect(args):
                           "stores a run makes", stage="inspect")
 
     info = describe(args.store)
-    print(json.dumps(info, indent=2, default=str) if args.json else format_report(info))
+    if args.verify:
+        from uniego.cache import verify_store
+        from uniego.inspect_store import format_verification
+
+        info["verify"] = verify_store(args.store)
+    print(json.dumps(info, indent=2, default=str) if args.json else
+          format_report(info) + ("\n" + format_verification(info["verify"]) if args.verify else ""))
+    if args.verify and (info["verify"]["missing"] or info["verify"]["damaged"]):
+        bad = info["verify"]["missing"] + info["verify"]["damaged"]
+        raise UniegoError(f"store {args.store} is damaged: {len(bad)} chunk(s) missing or failing their checksum (first: "
+                          f"{bad[0]}). Delete it and rerun the rule that builds it.", stage="inspect")
 
 
 def cmd_compare_runs(args):
@@ -88,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(NaN/Inf counts, norms). Example: uniego inspect results/demo/features/exo_skl.zarr")
     p.add_argument("store", help="the store's folder, e.g. results/demo/features/exo_skl.zarr")
     p.add_argument("--json", action="store_true", help="print the description as JSON (for scripts)")
+    p.add_argument("--verify", action="store_true", help="read every chunk and check its crc32c checksum (exit 2 if any is "
+                   "missing or damaged)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("gpu-slots", help="run a command on K free local GPUs (sets CUDA_VISIBLE_DEVICES; every GPU rule uses it)")
@@ -123,6 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def user_message(e: UniegoError) -> str:
+    """The error's own message. One raised in a DataLoader worker reaches the main process as
+    "Caught UniegoError in DataLoader worker process N. Original Traceback ..." (torch re-raises
+    it with the worker's traceback as text): keep only the original message."""
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()
+    for i in range(len(last) - 1, -1, -1):   # the message may span lines: from its "UniegoError: " line on
+        if "UniegoError: " in last[i]:
+            return "\n".join([last[i].split("UniegoError: ", 1)[1], *last[i + 1:]])
+    return text
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "procs", 1) > 1:
@@ -131,7 +158,14 @@ def main(argv=None) -> int:
     try:
         return args.func(args) or 0   # a command returns None (success) or its exit status
     except UniegoError as e:
-        print(f"uniego {args.command}: error: {e}", file=sys.stderr)
+        print(f"uniego {args.command}: error: {user_message(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"uniego {args.command}: error: the disk is full (writing {e.filename or 'a result'}): free space there "
+              "(or move results/ to a larger disk) and rerun: finished work is kept and an interrupted run resumes",
+              file=sys.stderr)
         return 2
     except BrokenPipeError:   # `uniego targets | head`: the reader has what it wanted
         sys.stderr.close()

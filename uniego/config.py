@@ -549,10 +549,12 @@ def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None
     if stage == "demo_data":
         return {"preset": c["demo_presets"][d.get("preset", "demo")], "seed": c["seed"]}
     if stage in ("manifest", "check_data"):
-        out = {"adapter": d["adapter"], "root": d["root"], "dataset": ds, **({"options": d["options"]} if d.get("options") else {})}
+        out = {"adapter": d["adapter"], "root": d["root"], "dataset": ds, **({"options": d["options"]} if d.get("options") else {}),
+               **({"paths_outside_root": True} if d.get("paths_outside_root") else {})}
         if stage == "check_data":
             from uniego.teachers.registry import TEACHERS
             out["skeletons"] = any("skeleton" in TEACHERS[t].inputs for t in c["level1"]["teachers"])
+            out["num_frames"] = c["clips"]["num_frames"]   # a clip shorter than this would repeat frames
         return out
     if stage == "clips":
         return {k: c["clips"][k] for k in VIEW_KEYS[view]}
@@ -561,24 +563,26 @@ def stage_settings(config: dict, ds: str, stage: str, *, view: str | None = None
     if stage == "train_teacher":
         return {"teacher": {"key": teacher, **c["teachers"][teacher]}, "seed": c["seed"], "train": c["train"],
                 "train_jitter": c["student"]["train_jitter"], "input_size": c["student"]["input_size"]}
+    # the student stages also get the ego clip settings: their readers refuse a clip cache built otherwise
+    ego = {k: c["clips"][k] for k in VIEW_KEYS["ego"]}
     if stage == "train_proxy":
         lv = {k: v for k, v in c["level1"].items() if k != "teachers"}
-        return {"student": c["student"], "train": c["train"], "level1": lv, "seed": c["seed"], "teacher": teacher}
+        return {"student": c["student"], "train": c["train"], "level1": lv, "seed": c["seed"], "teacher": teacher, "clips": ego}
     if stage == "proxy_outputs":
-        return {"student": c["student"]}
+        return {"student": c["student"], "clips": ego}
     if stage == "merge":
-        return {"student": c["student"], "merge": c["merge"], "teachers": c["level1"]["teachers"], "seed": c["seed"]}
+        return {"student": c["student"], "merge": c["merge"], "teachers": c["level1"]["teachers"], "seed": c["seed"], "clips": ego}
     if stage == "spd":
         out = {"student": c["student"], "train": c["train"], "spd": c["spd"], "teachers": c["level1"]["teachers"],
-               "seed": c["seed"], "probe_samples": c["analysis"]["probe_samples"]}
+               "seed": c["seed"], "probe_samples": c["analysis"]["probe_samples"], "clips": ego}
         if ablation is not None:
             out.update(spd=ablation_spd(c, ablation), ablation=ablation)
         return out
     if stage == "baseline":
         return {"student": c["student"], "train": c["train"], "level1": c["level1"], "seed": c["seed"],
-                "probe_samples": c["analysis"]["probe_samples"]}
+                "probe_samples": c["analysis"]["probe_samples"], "clips": ego}
     if stage == "evaluate":
-        return {"student": c["student"], "eval": c["eval"]}
+        return {"student": c["student"], "eval": c["eval"], "clips": ego}
     if stage == "session_clips":
         seg = c["segmentation"]
         return {"num_frames": c["clips"]["num_frames"], "size": c["clips"]["size"], "stride": seg["stride"],

@@ -13,27 +13,34 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from uniego.cache import open_store, strings, zarr_module
+from uniego.cache import open_store, read_rows, strings, zarr_module
 from uniego.config import StudentSettings
 from uniego.errors import UniegoError
 from uniego.student import MEAN, STD, student_norm
 
+EGO_CLIPS = {"kind": "clips", "view": "ego"}   # what every student stage reads
+
 
 class ClipSource:
     """Reads clips [T, S, S, 3] uint8 of the given manifest rows from a clip cache, lazily;
-    from a temporal-views cache (`uniego clips --temporal-views`), temporal view `temporal_view`."""
+    from a temporal-views cache (`uniego clips --temporal-views`), temporal view `temporal_view`.
+    The store must hold what the caller expects (`expect`: its attributes, by default an ego
+    clip cache; `clip_settings`: the clip settings it was built with, when the caller knows
+    them), and a damaged chunk is a named error (`uniego.cache.read_rows`)."""
 
-    def __init__(self, clips_path: str, sample_ids, *, manifest_sha256: str, temporal_view: int | None = None):
-        g = open_store(clips_path, manifest_sha256=manifest_sha256, stage="train")
+    def __init__(self, clips_path: str, sample_ids, *, manifest_sha256: str, temporal_view: int | None = None,
+                 expect: dict | None = EGO_CLIPS, clip_settings: dict | None = None, stage: str = "train"):
+        expect = {**(expect or {}), **({"settings": clip_settings} if clip_settings is not None else {})}
+        g = open_store(clips_path, manifest_sha256=manifest_sha256, expect=expect, stage=stage)
         ids = strings(g["sample"][:])
         pos = {s: i for i, s in enumerate(ids)}
         missing = [s for s in sample_ids if s not in pos]
         if missing:
-            raise UniegoError(f"clip cache {clips_path} lacks samples {missing[:5]}", stage="train")
-        self.path, self.rows = clips_path, np.array([pos[s] for s in sample_ids])
+            raise UniegoError(f"clip cache {clips_path} lacks samples {missing[:5]}", stage=stage)
+        self.path, self.rows, self.stage = clips_path, np.array([pos[s] for s in sample_ids]), stage
         views = g.attrs.get("temporal_views")
         if (temporal_view is None) != (views is None) or (views is not None and not 0 <= temporal_view < views):
-            raise UniegoError(f"clip cache {clips_path} has temporal views {views}; asked for view {temporal_view}", stage="train")
+            raise UniegoError(f"clip cache {clips_path} has temporal views {views}; asked for view {temporal_view}", stage=stage)
         self.temporal_view = temporal_view
         self.num_frames = g["frames"].shape[1 if views is None else 2]
         self._frames = None
@@ -44,9 +51,9 @@ class ClipSource:
     def __getitem__(self, i: int) -> np.ndarray:
         if self._frames is None:  # opened per worker process
             self._frames = zarr_module().open_group(self.path, mode="r", use_consolidated=False)["frames"]
-        if self.temporal_view is None:
-            return np.asarray(self._frames[int(self.rows[i])])
-        return np.asarray(self._frames[int(self.rows[i]), self.temporal_view])
+        row = int(self.rows[i])
+        return read_rows(self._frames, row if self.temporal_view is None else (row, self.temporal_view), store=self.path,
+                         stage=self.stage)
 
 
 def make_view(frames: np.ndarray, settings: StudentSettings, *, train: bool, rng: np.random.Generator | None = None,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uniego.cache import strings, zarr_module
+from uniego.cache import missing_chunks, strings, zarr_module
 from uniego.errors import UniegoError
 
 SKIP_ATTRS = ("classes",)
@@ -23,7 +23,8 @@ def describe(path: str | Path, *, max_samples_for_stats: int = 100_000) -> dict:
     if not path.exists():
         raise UniegoError(f"{path} does not exist", stage="inspect")
     g = zarr.open_group(str(path), mode="r", use_consolidated=False)
-    info = {"store": str(path), "complete": g.attrs.get("complete") is True, "attrs": dict(g.attrs), "arrays": {}}
+    info = {"store": str(path), "complete": g.attrs.get("complete") is True, "attrs": dict(g.attrs), "arrays": {},
+            "missing_chunks": missing_chunks(g, path)}
     n = g["sample"].shape[0] if "sample" in g else 0
     if "split" in g:
         splits, counts = np.unique(strings(g["split"][:]), return_counts=True)
@@ -40,7 +41,7 @@ def describe(path: str | Path, *, max_samples_for_stats: int = 100_000) -> dict:
         entry = {"shape": list(a.shape), "dtype": str(a.dtype), "chunks": list(a.chunks),
                  "dims": list(a.metadata.dimension_names or ()), "uncompressed_bytes": int(raw),
                  "stored_bytes": int(stored), "compression_ratio": round(raw / stored, 3) if stored else None}
-        if a.dtype.kind == "f":
+        if a.dtype.kind == "f" and not info["missing_chunks"]:
             x = np.asarray(a[:max_samples_for_stats], dtype=np.float32)
             finite = np.isfinite(x)
             vecs = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x[:, None]
@@ -59,6 +60,8 @@ def format_report(info: dict) -> str:
     lines = [f"store      {info['store']}",
              f"complete   {info['complete']}" + ("" if info["complete"] else "   <-- unfinished: readers refuse it"),
              f"kind       {attrs.get('kind')}   samples {info['samples']}   done {info.get('done')}",
+             *([f"DAMAGED    {len(info['missing_chunks'])} chunk file(s) missing, e.g. {info['missing_chunks'][0]}   "
+                "<-- readers refuse it"] if info.get("missing_chunks") else []),
              "splits     " + ", ".join(f"{k} {v}" for k, v in info.get("splits", {}).items())]
     if attrs.get("stand_in"):
         lines.append(f"STAND-IN   {attrs.get('stand_in_reason')}")
@@ -75,4 +78,12 @@ def format_report(info: dict) -> str:
         if k in SKIP_ATTRS:
             v = f"{len(v)} classes" if isinstance(v, list) else v
         lines.append(f"  {k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+    return "\n".join(lines)
+
+
+def format_verification(result: dict) -> str:
+    """`uniego inspect --verify`: every chunk read, and what failed."""
+    bad = result["missing"] + result["damaged"]
+    lines = [f"verify     {result['chunks']} chunks read and checked (crc32c)" + (": all intact" if not bad else "")]
+    lines += [f"MISSING    {m}" for m in result["missing"]] + [f"DAMAGED    {d}" for d in result["damaged"]]
     return "\n".join(lines)

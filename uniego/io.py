@@ -40,6 +40,40 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
         obj = {**obj, "meta": {**obj["meta"], "environment": environment()}}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    torch.save(obj, tmp)
+    try:
+        torch.save(obj, tmp)
+    except (OSError, RuntimeError) as e:   # torch's zip writer reports a full disk as "file write failed"
+        tmp.unlink(missing_ok=True)
+        raise_if_disk_full(path, e)
+        raise
     os.replace(tmp, path)
     return path
+
+
+def raise_if_disk_full(path: str | Path, error: Exception) -> None:
+    """A write that failed because the disk is full becomes the one message that says so."""
+    import errno
+    import shutil
+
+    from uniego.errors import UniegoError
+
+    free = shutil.disk_usage(Path(path).parent).free
+    if getattr(error, "errno", None) == errno.ENOSPC or free < (16 << 20):
+        raise UniegoError(f"the disk is full: writing {path} failed with {free / 2**20:.1f} MiB free on its disk. Free "
+                          "space there (or move results/ to a larger disk) and rerun: finished work is kept and an "
+                          "interrupted run resumes", stage="save") from None
+
+
+def read_checkpoint(path: str | Path, *, stage: str):
+    """torch.load(weights_only=True), or a named error for a file torch cannot read (truncated,
+    damaged, or not a checkpoint)."""
+    import torch
+
+    from uniego.errors import UniegoError
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # EOFError, RuntimeError (zip), UnpicklingError, ...: all mean "not readable"
+        raise UniegoError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
+                          "It is truncated, damaged or not a torch checkpoint: rebuild it (delete it and rerun "
+                          "snakemake), or pass the right file", stage=stage) from None

@@ -76,7 +76,16 @@ def read_manifest(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
     meta = json.loads((t.schema.metadata or {}).get(b"uniego", b"{}"))
     if "classes" not in meta:
         raise UniegoError(f"{path} has no uniego class list in its metadata; it was not written by uniego", stage="manifest")
-    return t.to_pandas(), meta["classes"]
+    table, classes = t.to_pandas(), meta["classes"]
+    if "label" in table.columns:   # a clip manifest (a sessions table labels frames instead)
+        labels = table.label.to_numpy()
+        bad = (labels < 0) | (labels >= len(classes))
+        if bad.any():
+            rows = table[bad]
+            raise UniegoError(f"manifest {path}: {int(bad.sum())} row(s) have a label outside 0..{len(classes) - 1} (its "
+                              f"{len(classes)} classes), e.g. sample {rows.sample_id.iloc[0]} label {int(rows.label.iloc[0])}; "
+                              f"it was edited or is damaged: rebuild it (`snakemake {path}`)", stage="manifest")
+    return table, classes
 
 
 def manifest_sha256(path: str | Path) -> str:

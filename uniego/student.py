@@ -12,6 +12,7 @@ from torch import nn
 
 from uniego.config import StudentSettings
 from uniego.errors import UniegoError
+from uniego.io import read_checkpoint
 from uniego.models import timesformer as tsf
 from uniego.models import vificlip
 from uniego.teachers.registry import KINETICS_MEAN, KINETICS_STD
@@ -54,7 +55,7 @@ def build_student(settings: StudentSettings, num_classes: int, *, num_frames: in
         return tsf.load_imagenet_vit(model, vit.state_dict(), source=init)
     if not Path(init).is_file():
         raise UniegoError(f"student.init: file {init} does not exist (random | hub:<timm ViT> | a checkpoint file)", stage="student")
-    obj = torch.load(init, map_location="cpu", weights_only=True)
+    obj = read_checkpoint(init, stage="student")
     state = obj["encoder"] if "encoder" in obj else tsf.official_state_dict(obj)
     own = model.state_dict()
     if state.get("head.weight") is not None and state["head.weight"].shape != own["head.weight"].shape:
@@ -76,7 +77,7 @@ def _build_vificlip(settings: StudentSettings, num_classes: int) -> vificlip.ViF
         return model
     if not Path(init).is_file():
         raise UniegoError(f"student.init: file {init} does not exist (random | hub:openai | a checkpoint file)", stage="student")
-    obj = torch.load(init, map_location="cpu", weights_only=True)
+    obj = read_checkpoint(init, stage="student")
     own = model.state_dict()
     if "encoder" in obj:  # a uniego checkpoint: the whole student
         state = dict(obj["encoder"])

@@ -119,6 +119,29 @@ def resize_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def skeleton_header_problem(img_shape, fps) -> str | None:
+    """What is wrong with a skeleton file's `img_shape` and `fps`, or None: the frame size the
+    pixels refer to must be two positive numbers, the rate positive and finite."""
+    shape = np.asarray(img_shape).reshape(-1)
+    if shape.size != 2 or not np.isfinite(shape.astype(np.float64)).all() or (shape <= 0).any():
+        return f"img_shape {shape.tolist()} is not the exo frame size (h, w) the keypoints' pixels refer to"
+    if not np.isfinite(fps) or fps <= 0:
+        return f"fps {fps} is not a frame rate (the keypoint rows' rate, > 0)"
+    return None
+
+
+def skeleton_file_problem(path: str) -> str | None:
+    """A skeleton file's header checked without reading its keypoints (the data check)."""
+    try:
+        with np.load(path) as z:
+            missing = [k for k in ("keypoints", "img_shape", "fps") if k not in z.files]
+            if missing:
+                return f"has no {', '.join(missing)} (expected keypoints [T, V, 3], img_shape (h, w) and fps)"
+            return skeleton_header_problem(z["img_shape"], float(z["fps"]))
+    except Exception as e:
+        return f"cannot be read: {type(e).__name__}: {e}"
+
+
 def read_skeleton(path: str, sample_id: str, start: float, end: float, num: int, *, num_joints: int = 17,
                   stage: str = "clips") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Skeleton file (.npz: keypoints [N, V, 3], img_shape (h, w), fps; optional t0, the video
@@ -141,6 +164,9 @@ def read_skeleton(path: str, sample_id: str, start: float, end: float, num: int,
     except Exception as e:
         raise UniegoError(f"cannot read skeleton file {path} (sample {sample_id}): {type(e).__name__}: {e}. "
                           "Expected an .npz with keypoints [T, V, 3], img_shape (h, w) and fps", stage=stage) from None
+    problem = skeleton_header_problem(img_shape, fps)
+    if problem:
+        raise UniegoError(f"skeleton file {path} (sample {sample_id}): {problem}", stage=stage)
     if kp.ndim != 3 or kp.shape[1] != num_joints or kp.shape[2] != 3:
         raise UniegoError(f"skeleton file {path} (sample {sample_id}): keypoints have shape {kp.shape}, "
                           f"expected [T, {num_joints}, 3] (x, y, score)", stage=stage)

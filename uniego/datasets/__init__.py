@@ -100,12 +100,64 @@ def build(spec: dict, ds: str) -> Built:
         annotation_files(spec, ds)
     built = mod.build(root, opts, ds)
     built.table["dataset"] = ds
+    if not spec.get("paths_outside_root"):
+        outside = paths_outside(built.table, root)
+        if outside:
+            raise UniegoError(f"{len(outside)} video path(s) of dataset {ds} lie outside its root {root}:\n  "
+                              + "\n  ".join(outside[:10]) + (f"\n  ... and {len(outside) - 10} more" if len(outside) > 10 else "")
+                              + f"\nFix the annotations, or set datasets.{ds}.paths_outside_root: true if the videos "
+                              "really live elsewhere", stage="manifest")
     if built.unpaired and opts.get("unpaired", "error") == "error":
         shown = built.unpaired[:20] + ([f"... and {len(built.unpaired) - 20} more"] if len(built.unpaired) > 20 else [])
         raise UniegoError(f"{len(built.unpaired)} ego clip(s) have no exo partner:\n  " + "\n  ".join(shown)
                           + f"\nFix the data, or set datasets.{ds}.options.unpaired: drop to leave them out "
                           "(they are then listed in the data check)", stage="manifest")
     return built
+
+
+def input_signature(spec: dict, ds: str) -> str:
+    """A digest of the size and modification time of every file under the dataset root (and
+    its skeleton folder when that lies outside): a video or skeleton file replaced, added or
+    removed changes it. The check_data rule passes it as a parameter, so such a change reruns
+    the data check and everything built after it. No file is opened (one stat per file:
+    benchmarks/input_signature.py measures it); a replacement keeping both size and mtime
+    (`cp -p` of a same-size file) is not seen. "absent" while the root does not exist yet (a
+    generated dataset before its rule has run)."""
+    import hashlib
+    import os
+
+    root = Path(spec["root"])
+    if not root.is_dir():
+        return "absent"
+    folders = [root]
+    skeletons = skeleton_source(spec, ds)
+    if skeletons and Path(skeletons).is_dir() and not Path(os.path.abspath(skeletons)).is_relative_to(os.path.abspath(root)):
+        folders.append(Path(skeletons))
+    h = hashlib.sha256()
+    for folder in folders:
+        for top, dirs, files in os.walk(folder):
+            dirs.sort()
+            for name in sorted(files):
+                if name.startswith(".snakemake"):
+                    continue   # Snakemake's own marker in directory outputs
+                st = os.stat(os.path.join(top, name))
+                h.update(f"{os.path.relpath(os.path.join(top, name), folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def paths_outside(table, root: Path) -> list[str]:
+    """Rows whose video paths leave `root` (`../`, or an absolute path elsewhere), read as
+    written: a symlink inside the root may point anywhere."""
+    import os
+
+    base = os.path.normpath(os.path.abspath(root))
+    out = []
+    for r in table.itertuples(index=False):
+        for col in ("ego_video", "exo_video"):
+            p = os.path.normpath(os.path.abspath(getattr(r, col)))
+            if os.path.commonpath([base, p]) != base:
+                out.append(f"sample {r.sample_id}: {col} {getattr(r, col)}")
+    return out
 
 
 def build_manifest(spec: dict, ds: str, *, check_files: bool = True):

@@ -33,13 +33,14 @@ from uniego.io import atomic_torch_save
 __all__ = ["CHECKPOINT_META", "KINDS", "checkpoint_meta", "fit", "run_folder", "save_checkpoint", "split_source"]
 
 
-def split_source(table, split: str, clips: str, sha: str, *, stage: str = "level2"):
-    """The manifest rows of `split` and their clips (a ClipSource over the ego clip cache), or a
-    named error when the split is empty."""
+def split_source(table, split: str, clips: str, sha: str, *, clip_settings: dict | None = None, stage: str = "level2"):
+    """The manifest rows of `split` and their clips (a ClipSource over the ego clip cache, which
+    must have been built with `clip_settings` when given), or a named error when the split is empty."""
     rows = np.flatnonzero(table.split.to_numpy() == split)
     if len(rows) == 0:
         raise UniegoError(f"the manifest has no {split} samples", stage=stage)
-    return rows, ClipSource(clips, list(table.sample_id.iloc[rows]), manifest_sha256=sha)
+    return rows, ClipSource(clips, list(table.sample_id.iloc[rows]), manifest_sha256=sha, clip_settings=clip_settings,
+                            stage=stage)
 
 
 def run_folder(out: str | Path, suffix: str = "") -> Path:

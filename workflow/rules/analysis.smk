@@ -22,7 +22,7 @@ rule cka:
         outputs=pairs("outputs"),
     shell:
         "uniego cka --settings {params.settings:q} --manifest {input.manifest:q} --features {params.features} "
-        "--proxy-outputs {params.outputs} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1"
+        "--proxy-outputs {params.outputs} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1 || (s=$?; tail -n 3 {log:q} >&2; exit $s)"
 
 
 rule selection:
@@ -43,7 +43,7 @@ rule selection:
     params:
         code=CODE["analysis"],
     shell:
-        "uniego selection --model {input:q} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1"
+        "uniego selection --model {input:q} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1 || (s=$?; tail -n 3 {log:q} >&2; exit $s)"
 
 
 rule conflict:
@@ -65,7 +65,7 @@ rule conflict:
         code=CODE["analysis"],
         models=lambda wc, input: " ".join(f"{m}={input[m]}" for m in input.keys()),
     shell:
-        "uniego conflict --models {params.models} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1"
+        "uniego conflict --models {params.models} --out {output.json:q} --png {output.png:q} > {log:q} 2>&1 || (s=$?; tail -n 3 {log:q} >&2; exit $s)"
 
 
 rule probe:
@@ -82,4 +82,4 @@ rule probe:
         code=CODE["analysis"],
         features=pairs("features"),
     shell:
-        "uniego probe --manifest {input.manifest:q} --features {params.features} --out {output:q} > {log:q} 2>&1"
+        "uniego probe --manifest {input.manifest:q} --features {params.features} --out {output:q} > {log:q} 2>&1 || (s=$?; tail -n 3 {log:q} >&2; exit $s)"

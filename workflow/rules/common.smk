@@ -121,14 +121,15 @@ def gpu_resources(gpus=1, *, workers=True, batch_size=True, precision=True):
 
 def gpu_shell(command, *, workers=True, batch_size=True, procs=False, precision=True):
     """The shell command of a GPU job: `command` through `uniego gpu-slots`, then the options
-    from gpu_resources (procs: one torchrun process per GPU), the code version and the log."""
+    from gpu_resources (procs: one torchrun process per GPU), the code version and the log (on
+    failure its last lines, the uniego error, also go to the terminal)."""
     options = {
         "--workers {resources.workers}": workers,
         "--batch-size {resources.batch_size}": batch_size,
         "--procs {resources.gpu}": procs,
         "--device {resources.device}": True,
         "--precision {resources.precision}": precision,
-        "--code-version {params.code:q} > {log:q} 2>&1": True,
+        "--code-version {params.code:q} > {log:q} 2>&1 || (s=$?; tail -n 3 {log:q} >&2; exit $s)": True,
     }
     return " ".join([GPU_SLOTS, command, *(o for o, on in options.items() if on)])
 
@@ -169,6 +170,14 @@ def dataset_inputs(wc):
     folder when the body_pose rule writes it."""
     generated = body_pose_output(wc.ds)
     return annotation_inputs(wc.ds) + ([generated] if generated else [])
+
+
+def data_signature(wc):
+    """Size and mtime of every file of the dataset (uniego.datasets.input_signature): a video
+    replaced in place reruns the data check and everything built after it."""
+    from uniego.datasets import input_signature
+
+    return input_signature(dataset_config(config, wc.ds)["datasets"][wc.ds], wc.ds)
 
 
 def clip_view_inputs(wc):

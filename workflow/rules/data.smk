@@ -40,7 +40,7 @@ for _ds in dataset_names(config):
                 settings=canonical_json(stage_settings(config, _ds, "manifest")),
                 code=CODE["check_data"],
             shell:
-                "uniego body-pose --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1"
+                "uniego body-pose --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1 || (s=$?; tail -n 3 {log:q} >&2; exit $s)"
 
 
 rule check_data:
@@ -55,6 +55,7 @@ rule check_data:
     params:
         settings=settings("check_data"),
         code=CODE["check_data"],
+        inputs=data_signature,
     # the summary and any warning on the terminal, before anything trains
     shell:
         "uniego check-data --settings {params.settings:q} --out {output:q} --code-version {params.code:q} 2>&1 | tee {log:q}"
@@ -74,7 +75,7 @@ rule manifest:
         settings=settings("manifest"),
         code=CODE["manifest"],
     shell:
-        "uniego manifest --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1"
+        "uniego manifest --settings {params.settings:q} --out {output:q} --code-version {params.code:q} > {log:q} 2>&1 || (s=$?; tail -n 3 {log:q} >&2; exit $s)"
 
 
 rule clips:
@@ -94,7 +95,7 @@ rule clips:
         code=CODE["clips"],
     shell:
         "uniego clips --settings {params.settings:q} --manifest {input:q} --view {wildcards.view} "
-        "--out {output:q} --workers {threads} --code-version {params.code:q} > {log:q} 2>&1"
+        "--out {output:q} --workers {threads} --code-version {params.code:q} > {log:q} 2>&1 || (s=$?; tail -n 3 {log:q} >&2; exit $s)"
 
 
 rule test_views:
@@ -114,4 +115,4 @@ rule test_views:
         code=CODE["clips"],
     shell:
         "uniego clips --settings {params.settings:q} --manifest {input:q} --view ego --temporal-views {wildcards.views} "
-        "--out {output:q} --workers {threads} --code-version {params.code:q} > {log:q} 2>&1"
+        "--out {output:q} --workers {threads} --code-version {params.code:q} > {log:q} 2>&1 || (s=$?; tail -n 3 {log:q} >&2; exit $s)"

@@ -50,4 +50,4 @@ rule report:
         "uniego report --dataset {wildcards.ds} --recognition {params.recognition} --retrieval {params.retrieval} "
         "--segmentation {params.segmentation} --ablations {params.ablations} --cka {input.cka_json:q} "
         "--selection {input.selection_json:q} --conflict {input.conflict_json:q} --probes {params.probes} "
-        "--exo-cue-classes {params.exo_cue} --out {output:q} > {log:q} 2>&1"
+        "--exo-cue-classes {params.exo_cue} --out {output:q} > {log:q} 2>&1 || (s=$?; tail -n 3 {log:q} >&2; exit $s)"

@@ -38,4 +38,4 @@ rule pretrain:
         target=lambda wc: wc.target.rpartition(".")[0],
     shell:
         "uniego pretrain --settings {params.settings:q} --corpus {input.corpus:q} --target {params.target} "
-        "--out {output.checkpoint:q} --threads {threads} --code-version {params.code:q} > {log:q} 2>&1"
+        "--out {output.checkpoint:q} --threads {threads} --code-version {params.code:q} > {log:q} 2>&1 || (s=$?; tail -n 3 {log:q} >&2; exit $s)"

@@ -17,7 +17,7 @@ rule sessions:
         code=CODE["sessions"],
     shell:
         "uniego sessions --settings {params.settings:q} --labels {output.labels:q} --out {output.table:q} "
-        "--code-version {params.code:q} > {log:q} 2>&1"
+        "--code-version {params.code:q} > {log:q} 2>&1 || (s=$?; tail -n 3 {log:q} >&2; exit $s)"
 
 
 rule session_clips:
@@ -35,7 +35,7 @@ rule session_clips:
         code=CODE["sessions"],
     shell:
         "uniego session-clips --settings {params.settings:q} --sessions {input:q} --out {output:q} "
-        "--workers {threads} --code-version {params.code:q} > {log:q} 2>&1"
+        "--workers {threads} --code-version {params.code:q} > {log:q} 2>&1 || (s=$?; tail -n 3 {log:q} >&2; exit $s)"
 
 
 rule dense_features:

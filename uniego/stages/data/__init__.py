@@ -38,7 +38,7 @@ def cmd_check_data(args):
     from uniego.stages.data.check_data import check_data, summary
 
     s = stage_settings_from_args(args, "check_data")
-    print(summary(check_data(s, s["dataset"], args.out, skeletons=s["skeletons"])))
+    print(summary(check_data(s, s["dataset"], args.out, skeletons=s["skeletons"], num_frames=s.get("num_frames"))))
 
 
 def cmd_body_pose(args):

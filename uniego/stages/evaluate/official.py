@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from uniego.config import (
     StudentSettings,
     parse_student,
 )
 from uniego.errors import UniegoError
+from uniego.io import read_checkpoint
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.stages.runner import checkpoint_meta, save_checkpoint
 from uniego.student import build_student
@@ -31,7 +30,7 @@ def import_official_checkpoint(path: str, manifest: str, out: str, settings: dic
     _, classes = read_manifest(manifest)
     if not Path(path).is_file():
         raise UniegoError(f"checkpoint {path} does not exist", stage="import-checkpoint")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = read_checkpoint(path, stage="import-checkpoint")
     if not isinstance(obj, dict) or "model_state" not in obj:
         raise UniegoError(f"{path} is not an official UNIEGO checkpoint (no `model_state`)", stage="import-checkpoint")
     state = tsf.official_state_dict(obj)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uniego.checkpoints import encoder_from_checkpoint, load_model, predict
+from uniego.checkpoints import check_checkpoint_fits, encoder_from_checkpoint, load_model, predict
 from uniego.config import ComputeSettings, parse_eval, parse_student
 from uniego.data import ClipSource
 from uniego.device import resolve_device
@@ -45,7 +45,10 @@ def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settin
     if len(rows) == 0:
         raise UniegoError("the manifest has no test samples", stage="evaluate")
     ids = list(table.sample_id.iloc[rows])
-    sources = [ClipSource(clips, ids, manifest_sha256=sha, temporal_view=None if temporal == 1 else v) for v in range(temporal)]
+    sources = [ClipSource(clips, ids, manifest_sha256=sha, temporal_view=None if temporal == 1 else v,
+                          clip_settings=settings.get("clips"), stage="evaluate")
+               for v in range(temporal)]
+    check_checkpoint_fits(obj, model, classes=classes, num_frames=sources[0].num_frames, stage="evaluate")
     encoder = encoder_from_checkpoint(obj, student)
     views = (1,) if crops == 1 else (0, 1, 2)
     outputs = [predict(encoder, source, student, device=resolve_device(compute), batch_size=compute.batch_size,

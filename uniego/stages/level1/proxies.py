@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from uniego.cache import ArraySpec, StoreWriter, open_store, read_array
-from uniego.checkpoints import encoder_from_checkpoint, load_model, predict
+from uniego.checkpoints import check_checkpoint_fits, encoder_from_checkpoint, load_model, predict
 from uniego.config import ComputeSettings, Level1Settings, from_dict, parse_student, parse_train
 from uniego.data import ClipBatches, ClipSource
 from uniego.device import resolve_device
@@ -33,12 +33,12 @@ class ProxyTask:
         return proxy_loss(h_s, z, h_t, batch["label"], lambda_feat=self.s.lambda_feat, lambda_cls=self.s.lambda_cls)
 
 
-def teacher_targets(features: str, table, sha: str) -> tuple[torch.Tensor, dict]:
-    """One target vector per manifest sample: per-frame teacher features are averaged over
-    frames (as the official loader averages its sampled rows)."""
-    values, _ = read_array(features, manifest_sha256=sha, sample_ids=table.sample_id, stage="level1")
-    attrs = dict(open_store(features, stage="level1").attrs)
-    check_feature_dim(features, values.shape[-1], attrs, stage="level1")
+def teacher_targets(features: str, table, sha: str, teacher: str, *, stage: str = "level1") -> tuple[torch.Tensor, dict]:
+    """One target vector per manifest sample from `teacher`'s feature store: per-frame teacher
+    features are averaged over frames (as the official loader averages its sampled rows)."""
+    attrs = dict(open_store(features, expect={"kind": "features", "teacher": teacher}, stage=stage).attrs)
+    values, _ = read_array(features, manifest_sha256=sha, sample_ids=table.sample_id, stage=stage)
+    check_feature_dim(features, values.shape[-1], attrs, stage=stage)
     values = values.astype(np.float32)
     if values.ndim == 3:
         values = values.mean(axis=1)
@@ -67,13 +67,12 @@ def train_proxy(manifest: str, clips: str, features: str, out: str, settings: di
     seed, teacher = settings["seed"], settings["teacher"]
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
-    targets, t_attrs = teacher_targets(features, table, sha)
-    if t_attrs.get("teacher") != teacher:
-        raise UniegoError(f"{features} holds teacher {t_attrs.get('teacher')!r}, not {teacher!r}", stage="level1")
+    targets, t_attrs = teacher_targets(features, table, sha, teacher)
     rows = np.flatnonzero(table.split.to_numpy() == "train")
     if len(rows) == 0:
         raise UniegoError(f"manifest {manifest} has no train samples", stage="level1")
-    source = ClipSource(clips, list(table.sample_id.iloc[rows]), manifest_sha256=sha)
+    source = ClipSource(clips, list(table.sample_id.iloc[rows]), manifest_sha256=sha, clip_settings=settings.get("clips"),
+                        stage="level1")
     encoder = build_student(student, len(classes), num_frames=source.num_frames, seed=seed)
     model = ProxyModel(encoder, targets.shape[1], lv.projection)
     task = ProxyTask(model, targets[rows], lv)
@@ -103,7 +102,8 @@ def export_proxy_outputs(manifest: str, clips: str, proxy: str, out: str, settin
         raise UniegoError(f"proxy {proxy} was trained on another manifest; retrain it", stage="level1")
     rows = np.flatnonzero(table.split.to_numpy() == "train")
     ids = list(table.sample_id.iloc[rows])
-    source = ClipSource(clips, ids, manifest_sha256=sha)
+    source = ClipSource(clips, ids, manifest_sha256=sha, clip_settings=settings.get("clips"), stage="level1")
+    check_checkpoint_fits(obj, proxy, classes=classes, num_frames=source.num_frames, stage="level1")
     encoder = encoder_from_checkpoint(obj, student)
     feats, logits = predict(encoder, source, student, device=resolve_device(compute), batch_size=compute.batch_size,
                             workers=compute.workers)

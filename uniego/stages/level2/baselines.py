@@ -75,7 +75,8 @@ def run_baseline(name: str, manifest: str, clips: str, features: dict, out: str,
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
     rows = np.flatnonzero(table.split.to_numpy() == "train")
-    source = ClipSource(clips, list(table.sample_id.iloc[rows]), manifest_sha256=sha)
+    source = ClipSource(clips, list(table.sample_id.iloc[rows]), manifest_sha256=sha, clip_settings=settings.get("clips"),
+                        stage="baseline")
     encoder = build_student(student, len(classes), num_frames=source.num_frames, seed=seed)
     if name == "ego":
         task = EgoTask(encoder)
@@ -83,7 +84,7 @@ def run_baseline(name: str, manifest: str, clips: str, features: dict, out: str,
         missing = [t for t in teachers if t not in features]
         if missing:
             raise UniegoError(f"naive MTD needs the feature stores of {missing}", stage="baselines")
-        targets = {t: teacher_targets(features[t], table, sha)[0][rows] for t in teachers}
+        targets = {t: teacher_targets(features[t], table, sha, t, stage="baseline")[0][rows] for t in teachers}
         task = NaiveMTDTask(nn.ModuleDict({t: ProxyModel(encoder, targets[t].shape[1], lv.projection) for t in teachers}),
                             targets, lv)
     labels = table.label.to_numpy()[rows]

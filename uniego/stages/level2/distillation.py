@@ -14,7 +14,7 @@ from torch import nn
 
 from uniego import distributed
 from uniego.cache import read_array
-from uniego.checkpoints import encoder_from_checkpoint, load_model
+from uniego.checkpoints import check_checkpoint_fits, encoder_from_checkpoint, load_model
 from uniego.config import (
     ComputeSettings,
     SPDSettings,
@@ -101,11 +101,12 @@ def run_spd(manifest: str, clips: str, merged: str, outputs: dict, out: str, set
     spd, teachers, seed = parse_spd(settings["spd"]), settings["teachers"], settings["seed"]
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
-    rows, source = split_source(table, "train", clips, sha)
+    rows, source = split_source(table, "train", clips, sha, clip_settings=settings.get("clips"), stage="spd")
     ids = list(table.sample_id.iloc[rows])
     feats, logits = [], []
     for t in teachers:
-        f, _ = read_array(outputs[t], "feature", manifest_sha256=sha, sample_ids=ids, stage="spd")
+        f, _ = read_array(outputs[t], "feature", manifest_sha256=sha, sample_ids=ids, stage="spd",
+                          expect={"kind": "proxy_outputs", "teacher": t})
         z, _ = read_array(outputs[t], "logits", manifest_sha256=sha, sample_ids=ids, stage="spd")
         feats.append(f)
         logits.append(z)
@@ -113,6 +114,7 @@ def run_spd(manifest: str, clips: str, merged: str, outputs: dict, out: str, set
     init = load_model(merged)
     if init["meta"].get("manifest_sha256") != sha:
         raise UniegoError(f"{merged} was built from another manifest; rebuild it", stage="spd")
+    check_checkpoint_fits(init, merged, classes=classes, num_frames=source.num_frames, stage="spd")
     model = SPDModel(encoder_from_checkpoint(init, student), spd.feature_projection)
     task = SPDTask(model, h_p, z_p, [get_teacher(t).view for t in teachers], spd, len(classes))
     labels = table.label.to_numpy()[rows]

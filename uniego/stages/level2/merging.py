@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call
 
 from uniego.cache import read_array
-from uniego.checkpoints import encoder_from_checkpoint, load_model, predict
+from uniego.checkpoints import check_checkpoint_fits, encoder_from_checkpoint, load_model, predict
 from uniego.config import (
     ComputeSettings,
     TrainSettings,
@@ -50,7 +50,7 @@ class MergeTask:
         return {"loss": ce, "cls_loss": ce.detach()}
 
 
-def _proxies(paths: dict, teachers: list[str], sha: str) -> list[dict]:
+def _proxies(paths: dict, teachers: list[str], sha: str, classes: list[str]) -> list[dict]:
     """The proxies of `teachers`, in that order: exactly those (a proxy given but not listed, or
     listed but not given, is an error rather than silently left out), each of its own teacher."""
     extra, missing = sorted(set(paths) - set(teachers)), [t for t in teachers if t not in paths]
@@ -65,6 +65,7 @@ def _proxies(paths: dict, teachers: list[str], sha: str) -> list[dict]:
             raise UniegoError(f"proxy {paths[t]} was trained on another manifest; retrain it", stage="merge")
         if obj["meta"].get("teacher") not in (None, t):
             raise UniegoError(f"{paths[t]} is the proxy of {obj['meta']['teacher']}, given as {t}'s", stage="merge")
+        check_checkpoint_fits(obj, paths[t], classes=classes, stage="merge")
         objs.append(obj)
     return objs
 
@@ -108,7 +109,7 @@ def run_merge(manifest: str, clips: str, proxies: dict, strategy: str, out: str,
     student, m, teachers, seed = parse_student(settings["student"]), parse_merge(settings["merge"]), settings["teachers"], settings["seed"]
     table, classes = read_manifest(manifest)
     sha = manifest_sha256(manifest)
-    objs = _proxies(proxies, teachers, sha)
+    objs = _proxies(proxies, teachers, sha, classes)
     stacked = stack_states([o["encoder"] for o in objs])
     base = encoder_from_checkpoint(objs[0], student)
     keys = [k for k, v in stacked.items() if v.is_floating_point()]
@@ -116,12 +117,12 @@ def run_merge(manifest: str, clips: str, proxies: dict, strategy: str, out: str,
     out = Path(out)
     best, val_acc = None, None
     if strategy == "best":
-        rows, source = split_source(table, "val", clips, sha)
+        rows, source = split_source(table, "val", clips, sha, clip_settings=settings.get("clips"), stage="merge")
         y = table.label.to_numpy()[rows]
         val_acc = [topk_accuracy(predict(encoder_from_checkpoint(o, student), source, student, device=device,
                                          batch_size=compute.batch_size, workers=compute.workers)[1], y) for o in objs]
         best = int(np.argmax(val_acc))
-    rows, source = split_source(table, "train", clips, sha)
+    rows, source = split_source(table, "train", clips, sha, clip_settings=settings.get("clips"), stage="merge")
     labels, ids = table.label.to_numpy()[rows], list(table.sample_id.iloc[rows])
     proxy_ce = proxy_train_ce(teachers, outputs, labels, ids, sha) if outputs else None
     starts = list(m.starts) if strategy in LEARNED else ["uniform"]

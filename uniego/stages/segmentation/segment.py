@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from uniego.cache import ArraySpec, StoreWriter, open_store, read_array, strings
-from uniego.checkpoints import encoder_from_checkpoint, load_model, predict
+from uniego.checkpoints import check_checkpoint_fits, encoder_from_checkpoint, load_model, predict
 from uniego.config import ComputeSettings, SegmentationSettings, TrainSettings, parse_segmentation, parse_student
 from uniego.data import ClipSource
 from uniego.device import resolve_device
@@ -37,13 +37,15 @@ def dense_features(sessions: str, windows: str, model: str, out: str, settings: 
     """The frozen encoder's CLS on every session window -> `features` [W, D] (+ `centre`)."""
     student = parse_student(settings["student"])
     sha = manifest_sha256(sessions)
-    g = open_store(windows, manifest_sha256=sha, stage="segmentation")
+    g = open_store(windows, manifest_sha256=sha, expect={"kind": "session_windows"}, stage="segmentation")
     ids, splits, labels = strings(g["sample"][:]), strings(g["split"][:]), np.asarray(g["label"][:])
     centre = np.asarray(g["centre"][:])
     obj = load_model(model, stage="segmentation")
+    source = ClipSource(windows, list(ids), manifest_sha256=sha, expect={"kind": "session_windows"}, stage="segmentation")
+    check_checkpoint_fits(obj, model, num_frames=source.num_frames, stage="segmentation")
     encoder = encoder_from_checkpoint(obj, student)
-    feats, _ = predict(encoder, ClipSource(windows, list(ids), manifest_sha256=sha), student,
-                       device=resolve_device(compute), batch_size=compute.batch_size, workers=compute.workers)
+    feats, _ = predict(encoder, source, student, device=resolve_device(compute), batch_size=compute.batch_size,
+                       workers=compute.workers)
     if not np.isfinite(feats).all():
         raise UniegoError(f"model {model} produced NaN/Inf features on the session windows", stage="segmentation")
     writer = StoreWriter(out, sample_ids=ids, splits=splits, labels=labels,

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from uniego.cache import ArraySpec, StoreWriter, chunk_samples_for, open_store, strings, zarr_module
+from uniego.cache import ArraySpec, StoreWriter, chunk_samples_for, open_store, read_rows, strings, zarr_module
 from uniego.config import ComputeSettings, TeacherSettings
 from uniego.device import autocast_for, resolve_device
 from uniego.errors import UniegoError
+from uniego.io import read_checkpoint
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.teachers import build_teacher
 
@@ -48,9 +49,10 @@ class _TeacherInputs(Dataset):
         raw = {}
         for view, group in g.items():
             if view == "skeleton":
-                raw["skeleton"], raw["skeleton_img_hw"] = group["keypoints"][start:stop], group["img_hw"][start:stop]
+                raw["skeleton"] = read_rows(group["keypoints"], slice(start, stop), store=self.paths[view], stage="extract")
+                raw["skeleton_img_hw"] = read_rows(group["img_hw"], slice(start, stop), store=self.paths[view], stage="extract")
             else:
-                raw[view] = group["frames"][start:stop]
+                raw[view] = read_rows(group["frames"], slice(start, stop), store=self.paths[view], stage="extract")
         items = []
         for j in range(stop - start):
             items.append(self.teacher.preprocess({k: v[j] for k, v in raw.items()}))
@@ -62,7 +64,7 @@ def task_teacher_meta(path: str | Path, key: str, manifest_sha: str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UniegoError(f"task teacher checkpoint {path} does not exist; run `uniego train-teacher` for {key}", stage="extract")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = read_checkpoint(path, stage="extract")
     meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
     if meta.get("kind") != "task_teacher" or meta.get("teacher") != key:
         raise UniegoError(f"{path} is not a task-teacher checkpoint of {key}", stage="extract")
@@ -96,7 +98,7 @@ def extract(manifest: str | Path, clip_stores: dict[str, str], out: str | Path, 
     if missing:
         raise UniegoError(f"teacher {teacher.spec.key} needs clip caches {missing}", stage="extract")
     for view in teacher.inputs:  # refuse incomplete or stale clip caches up front
-        g = open_store(clip_stores[view], manifest_sha256=msha, stage="extract")
+        g = open_store(clip_stores[view], manifest_sha256=msha, expect={"kind": "clips", "view": view}, stage="extract")
         if list(strings(g["sample"][:])) != list(table.sample_id):
             raise UniegoError(f"clip cache {clip_stores[view]} does not hold the manifest's samples", stage="extract")
     T = open_store(clip_stores[teacher.inputs[0]], stage="extract")["frame_time"].shape[1]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from uniego.cache import open_store, strings, zarr_module
+from uniego.cache import open_store, read_rows, strings, zarr_module
 from uniego.config import ComputeSettings, TeacherSettings, from_dict, parse_train
 from uniego.data import make_view
 from uniego.device import autocast_for, resolve_device
@@ -78,9 +78,10 @@ class TeacherBatches(Dataset):
         raw = {}
         for view, g in self.groups.items():
             if view == "skeleton":
-                raw["skeleton"], raw["skeleton_img_hw"] = g["keypoints"][r], g["img_hw"][r]
+                raw["skeleton"] = read_rows(g["keypoints"], r, store=self.paths[view], stage="train_teacher")
+                raw["skeleton_img_hw"] = read_rows(g["img_hw"], r, store=self.paths[view], stage="train_teacher")
             else:
-                raw[view] = g["frames"][r]
+                raw[view] = read_rows(g["frames"], r, store=self.paths[view], stage="train_teacher")
         return raw
 
     def __getitem__(self, b: int) -> dict:
@@ -145,7 +146,8 @@ def train_task_teacher(manifest: str, clip_stores: dict[str, str], out: str, set
     sha = manifest_sha256(manifest)
     positions = {}
     for view in teacher.inputs:  # row of each manifest sample in every cache (refuses stale caches)
-        ids = strings(open_store(clip_stores[view], manifest_sha256=sha, stage="train_teacher")["sample"][:])
+        g = open_store(clip_stores[view], manifest_sha256=sha, expect={"kind": "clips", "view": view}, stage="train_teacher")
+        ids = strings(g["sample"][:])
         positions[view] = {s: i for i, s in enumerate(ids)}
     first = positions[teacher.inputs[0]]
     for view in teacher.inputs[1:]:
