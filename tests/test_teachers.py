@@ -12,6 +12,7 @@ from uniego.errors import UniegoError
 from uniego.models.stgcn import stgcn_coco
 from uniego.models.timesformer import timesformer_base
 from uniego.teachers import ARCHS, TEACHERS, build_teacher, get_arch, get_teacher
+from uniego.teachers.base import load_state_file
 from uniego.teachers.registry import ArchSpec, register_arch
 
 TEST_ARCH = {"dinov2": "dinov2_test", "depth_anything": "depth_anything_test", "siglip": "siglip_test",
@@ -206,3 +207,60 @@ def test_skego_crop_follows_the_skeleton():
     sk[..., 2] = 0.1
     with pytest.raises(UniegoError, match="confidence"):
         skeleton_box(sk, (64, 84), 48)
+
+
+def test_a_pyskl_style_checkpoint_with_numpy_metadata_loads(tmp_path):
+    """mmcv / pyskl checkpoints keep numpy scalars and arrays in `meta` (e.g. hook_msgs' best
+    score), pickled under numpy 1's names (numpy.core.multiarray.*) or numpy 2's: they load with
+    weights_only=True, whose allowlist then holds just those numpy objects (issue 19)."""
+    import zipfile
+
+    from uniego.models.stgcn import stgcn_test
+    state = {f"backbone.{k}": v for k, v in stgcn_test().state_dict().items()}
+    meta = {"epoch": np.int64(16), "hook_msgs": {"best_score": np.float64(0.87)}, "flops": np.float32(1.5),
+            "hist": np.arange(4), "mmcv_version": "1.5.0", "CLASSES": ["a", "b"]}
+    torch.save({"meta": meta, "state_dict": state}, tmp_path / "numpy2.pth")
+    # the same file as numpy 1 writes it: GLOBAL opcodes name `numpy.core.multiarray` (newline-terminated, so a
+    # byte replacement keeps the pickle valid)
+    with zipfile.ZipFile(tmp_path / "numpy2.pth") as src, zipfile.ZipFile(tmp_path / "numpy1.pth", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("data.pkl"):
+                assert b"numpy._core.multiarray" in data
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            dst.writestr(item, data)
+    for name in ("numpy2.pth", "numpy1.pth"):
+        obj = load_state_file(tmp_path / name, key="exo_skl")
+        assert obj["meta"]["hook_msgs"]["best_score"] == np.float64(0.87) and obj["meta"]["hist"].tolist() == [0, 1, 2, 3]
+        teacher = build_teacher(TeacherSettings("exo_skl", "stgcn_test", str(tmp_path / name)))
+        assert teacher.spec.key == "exo_skl"
+
+
+def test_dinov2_from_the_hub_equals_the_same_weights_from_a_file(tmp_path, monkeypatch):
+    """`hub:<timm DINOv2>` resizes the positional embedding as DINOv2 does (bicubic, +0.1
+    offset), like a checkpoint file: same weights, same features, bit for bit (issue 19). The
+    hub download is replaced by the same weights from a local file (timm's pretrained_cfg file)."""
+    from uniego.teachers.vit_frames import dinov2_resize_pos_embed
+    arch = get_arch("dinov2_test")
+    kwargs = {k: v for k, v in arch.kwargs.items() if k != "timm_name"}
+    native = timm.create_model(arch.kwargs["timm_name"], pretrained=False, num_classes=0, **kwargs)   # 518 px: 37x37
+    with torch.no_grad():
+        for p in native.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    torch.save(native.state_dict(), tmp_path / "weights.pth")
+    real_create = timm.create_model
+
+    def create(name, pretrained=False, **kw):   # "download" = the file above
+        return real_create(name, pretrained=pretrained, **kw,
+                           **({"pretrained_cfg_overlay": {"file": str(tmp_path / "weights.pth")}} if pretrained else {}))
+    monkeypatch.setattr(timm, "create_model", create)
+    hub = build_teacher(TeacherSettings("exo_dino", "dinov2_test", f"hub:{arch.kwargs['timm_name']}"))
+    path = build_teacher(TeacherSettings("exo_dino", "dinov2_test", str(tmp_path / "weights.pth")))
+    grid = hub.input_size // 14
+    assert grid != 37   # the demo size: the embedding is resized
+    for a, b in zip(hub.model.state_dict().values(), path.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.equal(hub.model.pos_embed, dinov2_resize_pos_embed(native.pos_embed.detach(), grid))
+    frames = torch.rand(1, 2, 3, hub.input_size, hub.input_size)
+    with torch.no_grad():
+        assert torch.equal(hub({"frames": frames}), path({"frames": frames}))

@@ -64,15 +64,34 @@ def raise_if_disk_full(path: str | Path, error: Exception) -> None:
                           "interrupted run resumes", stage="save") from None
 
 
+def numpy_safe_globals() -> list:
+    """The numpy objects mmcv / pyskl checkpoints pickle in their `meta` (scalars, arrays,
+    dtypes), under numpy 2's names and numpy 1's (`numpy.core.multiarray.*`). torch.load with
+    weights_only=True accepts exactly these beside tensors; any other global, so any code, is
+    still refused."""
+    import numpy as np
+
+    core = np._core.multiarray
+    allowed = [np.dtype, np.ndarray, core.scalar, core._reconstruct,
+               (core.scalar, "numpy.core.multiarray.scalar"), (core._reconstruct, "numpy.core.multiarray._reconstruct")]
+    return allowed + [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+
+
+def torch_load(path: str | Path):
+    """torch.load(path, weights_only=True) on CPU, numpy metadata allowed (numpy_safe_globals)."""
+    import torch
+
+    with torch.serialization.safe_globals(numpy_safe_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_checkpoint(path: str | Path, *, stage: str):
     """torch.load(weights_only=True), or a named error for a file torch cannot read (truncated,
     damaged, or not a checkpoint)."""
-    import torch
-
     from uniego.errors import UniegoError
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch_load(path)
     except Exception as e:   # EOFError, RuntimeError (zip), UnpicklingError, ...: all mean "not readable"
         raise UniegoError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
                           "It is truncated, damaged or not a torch checkpoint: rebuild it (delete it and rerun "

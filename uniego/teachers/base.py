@@ -50,10 +50,13 @@ def state_sha256(module: nn.Module) -> str:
 
 
 def load_state_file(path: str | Path, *, key: str) -> dict:
-    """torch.load(weights_only=True) of a teacher checkpoint named in config."""
+    """torch.load(weights_only=True) of a teacher checkpoint named in config (numpy metadata,
+    as mmcv / pyskl checkpoints carry, allowed: `uniego.io.torch_load`)."""
+    from uniego.io import torch_load
+
     path = Path(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch_load(path)
     except Exception as e:  # a pickle with code, a truncated file, not a checkpoint
         raise UniegoError(f"teachers.{key}.weights: cannot load {path} safely (weights_only=True): {e}",
                           stage="extract") from None

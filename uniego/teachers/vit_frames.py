@@ -65,7 +65,13 @@ class FrameViTTeacher(Teacher):
             if spec.family == "depth_anything":
                 raise UniegoError(f"teachers.{spec.key}.weights: Depth Anything weights come from a local "
                                   "checkpoint file (depth_anything_v2_vitl.pth), not a hub name")
-            self.model = timm.create_model(payload, pretrained=True, num_classes=0, img_size=self.input_size, **kwargs)
+            # the hub weights at their own size, then the positional embedding resized the DINOv2 way (as
+            # for a checkpoint file) rather than timm's: the CLS feature then equals the original model's
+            native = timm.create_model(payload, pretrained=True, num_classes=0, **kwargs)
+            state = native.state_dict()
+            state["pos_embed"] = dinov2_resize_pos_embed(state["pos_embed"], self.input_size // 14)
+            self.model = timm.create_model(payload, pretrained=False, num_classes=0, img_size=self.input_size, **kwargs)
+            strict_load(self.model, state, settings.weights)
         else:
             self.model = timm.create_model(timm_name, pretrained=False, num_classes=0, img_size=self.input_size, **kwargs)
             if kind == "file":
