@@ -113,3 +113,16 @@ def test_demo_generation_reports_progress(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "uniego demo-data: 2/25 clips rendered" and lines[-1] == "uniego demo-data: 25/25 clips rendered"
     assert len(lines) == 13
+
+
+def test_the_ablations_without_a_merge_and_from_the_parameter_merge_are_planned(tmp_path):
+    """The paper's "without merge" row starts SPD from the student's pretrained start (its
+    file is the input, `--init none`); init_parameter from the parameter-level merge (issue 19)."""
+    copy_workflow(tmp_path)
+    for ablation, init, start in (("no_merge", "--init none", "results/pretrain/demo/student.pt"),
+                                  ("init_parameter", "--init results/demo/merge/parameter.pt", "results/demo/merge/parameter.pt")):
+        r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", f"results/demo/ablations/{ablation}.pt"], cwd=tmp_path,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        job = r.stdout[r.stdout.index("rule spd_ablation:"):]
+        assert init in job and start in job.split("output:")[0], job[:2000]

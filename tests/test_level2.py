@@ -110,6 +110,24 @@ def test_spd_records_selections(tiny_data, proxies, tmp_path):
     assert out["meta"]["method"] == "uniego" and "proj" not in out
 
 
+def test_spd_without_a_merge_starts_from_the_students_own_start(tiny_data, proxies, tmp_path):
+    """spd.init none (the paper's "without merge" row): the start is build_student's (student.init),
+    not a merged checkpoint; --init must then be `none`, and only then."""
+    from uniego.config import parse_student
+    from uniego.student import build_student
+    _, paths, outputs = proxies
+    settings = {"student": SETTINGS["student"], "train": {**SETTINGS["train"], "epochs": 1, "lr": 1e-9}, "spd": {**SPD, "init": "none"},
+                "teachers": TEACHERS, "seed": 5}
+    out = torch.load(run_spd(tiny_data["manifest"], tiny_data["clips"]["ego"], "none", outputs, tmp_path / "nomerge.pt", settings,
+                             compute=CPU), weights_only=True)
+    assert out["meta"]["init"] == "student.init: random" and out["meta"]["spd"]["init"] == "none"
+    start = build_student(parse_student(SETTINGS["student"]), 9, num_frames=4, seed=5).state_dict()
+    moved = max((out["encoder"][k].float() - v.float()).abs().max().item() for k, v in start.items())
+    assert moved < 1e-5   # lr 1e-9: the encoder is still its start
+    with pytest.raises(UniegoError, match="give --init none exactly when spd.init is none"):
+        run_spd(tiny_data["manifest"], tiny_data["clips"]["ego"], paths["exo_skl"], outputs, tmp_path / "x.pt", settings, compute=CPU)
+
+
 def test_gradient_probe_leaves_training_untouched(tiny_data, proxies, tmp_path):
     """The conflict probe (analysis.probe_samples) only measures: SPD with and without it ends
     with bit-identical weights and selections."""

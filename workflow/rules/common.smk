@@ -265,7 +265,18 @@ def pairs(kind):
 
 
 def spd_init(wc):
-    return f"results/{wc.ds}/merge/{dataset_config(config, wc.ds)['spd']['init']}.pt"
+    return init_checkpoint(wc, dataset_config(config, wc.ds)["spd"]["init"])
+
+
+def init_checkpoint(wc, init):
+    """SPD's start: the merge `init` (results/{ds}/merge/{init}.pt), or `none` (no merge: the
+    student's own start, student.init)."""
+    return "none" if init == "none" else f"results/{wc.ds}/merge/{init}.pt"
+
+
+def spd_start_inputs(init):
+    """What SPD's start is read from: the merge checkpoint, or (init none) the student's start file, if any."""
+    return lambda wc: student_init_file(wc) if init(wc) == "none" else [init(wc)]
 
 
 def spd_inputs(init):
@@ -275,7 +286,7 @@ def spd_inputs(init):
         **proxy_output_inputs(wc),
         "manifest": f"results/{wc.ds}/manifest.parquet",
         "clips": f"results/{wc.ds}/clips/ego.zarr",
-        "init": init(wc),
+        "init": spd_start_inputs(init)(wc),
     }
 
 
@@ -300,7 +311,7 @@ def ablation_names(ds):
 def ablation_init(wc):
     from uniego.config import ablation_spd
 
-    return f"results/{wc.ds}/merge/{ablation_spd(dataset_config(config, wc.ds), wc.ablation)['init']}.pt"
+    return init_checkpoint(wc, ablation_spd(dataset_config(config, wc.ds), wc.ablation)["init"])
 
 
 def conflict_inputs(wc):

@@ -33,7 +33,7 @@ rule merge:
 # keys and may start from another merge.
 SPD_SHELL = gpu_shell(
     "uniego spd --settings {params.settings:q} --manifest {input.manifest:q} --clips {input.clips:q} "
-    "--init {input.init:q} --outputs {params.outputs} --out {output:q}",
+    "--init {params.init:q} --outputs {params.outputs} --out {output:q}",
     batch_size=False,
     procs=True,
 )
@@ -57,6 +57,7 @@ rule spd:
         settings=settings("spd"),
         code=CODE["level2"],
         outputs=pairs("outputs"),
+        init=spd_init,
     shell:
         SPD_SHELL
 
@@ -106,5 +107,6 @@ rule spd_ablation:
         settings=settings("spd", ablation="ablation"),
         code=CODE["level2"],
         outputs=pairs("outputs"),
+        init=ablation_init,
     shell:
         SPD_SHELL

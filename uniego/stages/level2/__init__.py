@@ -50,7 +50,7 @@ def add_commands(sub) -> None:
     common_args(p)
     p.add_argument("--manifest", required=True)
     p.add_argument("--clips", required=True)
-    p.add_argument("--init", required=True, help="merged checkpoint")
+    p.add_argument("--init", required=True, help="merged checkpoint, or `none` with spd.init none (from the student's start)")
     p.add_argument("--outputs", nargs="+", required=True, metavar="TEACHER=OUTPUTS.zarr")
     p.add_argument("--out", required=True)
     compute_args(p)

@@ -27,6 +27,7 @@ from uniego.errors import UniegoError
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.spd import select_proxies, spd_loss
 from uniego.stages.runner import checkpoint_meta, fit, run_folder, save_checkpoint, split_source
+from uniego.student import build_student
 from uniego.teachers.registry import get_teacher
 
 
@@ -96,7 +97,8 @@ class SPDTask:
 
 def run_spd(manifest: str, clips: str, merged: str, outputs: dict, out: str, settings: dict, *,
             compute: ComputeSettings = ComputeSettings(), code_version: str = "") -> Path:
-    """SPD from the merged initialisation against the proxies' cached outputs; write `out`."""
+    """SPD from the merged initialisation (or, with spd.init none and merged "none", from the
+    student's own start) against the proxies' cached outputs; write `out`."""
     student, train_s = parse_student(settings["student"]), parse_train(settings["train"])
     spd, teachers, seed = parse_spd(settings["spd"]), settings["teachers"], settings["seed"]
     table, classes = read_manifest(manifest)
@@ -111,14 +113,23 @@ def run_spd(manifest: str, clips: str, merged: str, outputs: dict, out: str, set
         feats.append(f)
         logits.append(z)
     h_p, z_p = torch.from_numpy(np.stack(feats)).float(), torch.from_numpy(np.stack(logits)).float()
-    init = load_model(merged)
-    if init["meta"].get("manifest_sha256") != sha:
-        raise UniegoError(f"{merged} was built from another manifest; rebuild it", stage="spd")
-    check_checkpoint_fits(init, merged, classes=classes, num_frames=source.num_frames, stage="spd")
-    model = SPDModel(encoder_from_checkpoint(init, student), spd.feature_projection)
+    if (spd.init == "none") != (str(merged) == "none"):
+        raise UniegoError(f"spd.init is {spd.init!r} but the start given is {merged}: give --init none exactly when "
+                          "spd.init is none (SPD from the student's own start, without a merge)", stage="spd")
+    if spd.init == "none":   # the paper's "without merge" row: the student's start (student.init), as every proxy's
+        encoder = build_student(student, len(classes), num_frames=source.num_frames, seed=seed)
+        start = {"merged": None, "student_init": student.init}
+    else:
+        init = load_model(merged)
+        if init["meta"].get("manifest_sha256") != sha:
+            raise UniegoError(f"{merged} was built from another manifest; rebuild it", stage="spd")
+        check_checkpoint_fits(init, merged, classes=classes, num_frames=source.num_frames, stage="spd")
+        encoder = encoder_from_checkpoint(init, student)
+        start = {"merged": init["meta"].get("alpha")}
+    model = SPDModel(encoder, spd.feature_projection)
     task = SPDTask(model, h_p, z_p, [get_teacher(t).view for t in teachers], spd, len(classes))
     labels = table.label.to_numpy()[rows]
-    identity = {"merged": init["meta"].get("alpha"), "teachers": teachers, "spd": dataclasses.asdict(spd), "manifest": sha}
+    identity = {**start, "teachers": teachers, "spd": dataclasses.asdict(spd), "manifest": sha}
     probe = probe_batch(source, labels, student, settings.get("probe_samples", 0))
     run = fit(task, lambda b, e: ClipBatches(source, labels, student, b, epoch=e, seed=seed, train=True), len(rows), train_s,
               out=out, identity=identity, seed=seed, code_version=code_version, compute=compute, desc="spd", probe=probe)
@@ -126,7 +137,8 @@ def run_spd(manifest: str, clips: str, merged: str, outputs: dict, out: str, set
     per_proxy = np.sum([e["selected_per_proxy"] for e in epochs], axis=0).tolist()
     per_class = np.sum([e["selected_per_class"] for e in epochs], axis=0).tolist()
     meta = checkpoint_meta("student", seed=seed, manifest_sha256=sha, code_version=code_version, run=run, method="uniego",
-                           teachers=teachers, classes=classes, num_frames=init["meta"]["num_frames"], init=str(merged),
+                           teachers=teachers, classes=classes, num_frames=source.num_frames,
+                           init=str(merged) if spd.init != "none" else f"student.init: {student.init}",
                            spd=dataclasses.asdict(spd), train=train_s.__dict__, ablation=settings.get("ablation"),
                            selection={"per_proxy": dict(zip(teachers, per_proxy)), "per_class": per_class,
                                       "samples_seen": int(sum(e["samples_seen"] for e in epochs))})
