@@ -59,3 +59,41 @@ def test_pyskl_checkpoint_loads_strictly():
 def test_wrong_joint_count_is_an_error():
     with pytest.raises(UniegoError, match="17 joints"):
         stgcn_test()(torch.randn(1, 1, 16, 18, 3))
+
+
+def test_the_teacher_input_is_pyskls_test_pipeline():
+    """PreNormalize2D + FormatGCNInput(num_person=2) of pyskl 3f6795f (pyskl/datasets/pipelines/
+    pose_related.py:52-96 and 426-463), on one person at 640x480 whose joint 3 scores 0.005 in
+    one frame. Expected values: the original transforms run on the same input (frames 1-4 of
+    keypoint[t, v] = (10 v + t, 20 v + 2 t), score 0.9), printed as float32."""
+    from uniego.teachers.skeleton import pyskl_gcn_input
+    T, V = 5, 17
+    kp = np.zeros((T, V, 3), np.float32)
+    for t in range(T):
+        for v in range(V):
+            kp[t, v] = (10 * v + t, 20 * v + 2 * t, 0.9)
+    kp[2, 3, 2] = 0.005
+    x = pyskl_gcn_input(kp[1:5], (480, 640))
+    assert x.shape == (2, 4, 17, 3) and x.dtype == np.float32
+    f32 = np.float32
+    expected_v0 = [(-0.996875, -0.9916667, 0.9), (-0.99375, -0.98333335, 0.9), (-0.990625, -0.975, 0.9), (-0.9875, -0.96666664, 0.9)]
+    expected_v3 = [(-0.903125, -0.7416667, 0.9), (0.0, 0.0, 0.005), (-0.896875, -0.725, 0.9), (-0.89375, -0.71666664, 0.9)]
+    np.testing.assert_array_equal(x[0, :, 0], np.array(expected_v0, f32))
+    np.testing.assert_array_equal(x[0, :, 3], np.array(expected_v3, f32))
+    assert not x[1].any()   # the padded person: all zeros, score included
+
+
+def test_the_padded_person_is_averaged_into_the_feature():
+    """pyskl's GCNHead pools each person over (T, V), then averages the persons, the zero one
+    included: the feature is the mean of the two persons' pooled outputs."""
+    from uniego.teachers.skeleton import pyskl_gcn_input
+    torch.manual_seed(0)
+    model = stgcn_test(num_classes=0).eval()
+    kp = np.random.default_rng(0).uniform(0, 400, (16, 17, 3)).astype(np.float32)
+    kp[..., 2] = 0.8
+    x = torch.from_numpy(pyskl_gcn_input(kp, (480, 640)))[None]
+    with torch.no_grad():
+        both = model.forward_features(x)
+        one, pad = model.forward_features(x[:, :1]), model.forward_features(x[:, 1:])
+    torch.testing.assert_close(both, (one + pad) / 2)
+    assert pad.abs().sum() > 0   # the zero person is not a zero feature (batch norm's shift)

@@ -1,9 +1,15 @@
 """exo_skl: ST-GCN on the exo 2-D skeleton (COCO-17, x, y, score); feature = the pooled
 backbone output (the GCNHead input), 256-d for the pyskl config.
 
-Coordinates are normalised as pyskl's PreNormalize2D: (x - w/2) / (w/2), (y - h/2) / (h/2)
-with the exo video's frame size; one person (M = 1). Weights: a pyskl checkpoint
-(`state_dict` with `backbone.*`), a uniego task-teacher checkpoint, or random.
+Inputs as pyskl's test pipeline makes them (kennymckormick/pyskl 3f6795f,
+pyskl/datasets/pipelines/pose_related.py): PreNormalize2D maps x, y to (x - w/2) / (w/2),
+(y - h/2) / (h/2) with the exo video's frame size and zeroes both where the joint's score is
+<= 0.01 (the score itself kept as the third channel); FormatGCNInput(num_person=2) pads the one
+tracked person with an all-zero second person, which the backbone runs and the pooling averages
+in, as pyskl's GCNHead does. Not as pyskl: its frame sampling (UniformSample, 10 clips of 100
+frames, seed 255); the clip cache's `clips.skeleton_frames` frames spread over the clip are
+one clip here. Weights: a pyskl checkpoint (`state_dict` with `backbone.*`), a uniego
+task-teacher checkpoint, or random.
 """
 
 from __future__ import annotations
@@ -14,6 +20,20 @@ import torch
 from uniego.errors import UniegoError
 from uniego.models import stgcn
 from uniego.teachers.base import Teacher, strict_load
+
+SCORE_THRESHOLD = 0.01   # PreNormalize2D(threshold=0.01): x, y of a joint scored <= this become 0
+NUM_PERSON = 2           # FormatGCNInput(num_person=2): missing persons are zeros
+
+
+def pyskl_gcn_input(keypoints, img_hw) -> np.ndarray:
+    """One person's [T, V, 3] (x, y in exo-video pixels, score) -> [M=2, T, V, 3] float32 as
+    pyskl's PreNormalize2D then FormatGCNInput(num_person=2) make it."""
+    sk = np.asarray(keypoints, dtype=np.float32).copy()
+    h, w = (np.float32(v) for v in img_hw)
+    sk[..., 0] = (sk[..., 0] - w / 2) / (w / 2)
+    sk[..., 1] = (sk[..., 1] - h / 2) / (h / 2)
+    sk[sk[..., 2] <= SCORE_THRESHOLD, :2] = 0
+    return np.concatenate([sk[None], np.zeros((NUM_PERSON - 1, *sk.shape), np.float32)])
 
 
 class STGCNTeacher(Teacher):
@@ -29,11 +49,7 @@ class STGCNTeacher(Teacher):
             strict_load(self.model, state, settings.weights)
 
     def preprocess(self, sample: dict) -> dict:
-        sk = np.asarray(sample["skeleton"], dtype=np.float32).copy()  # [T, V, 3] pixels + score
-        h, w = sample["skeleton_img_hw"]
-        sk[..., 0] = (sk[..., 0] - w / 2) / (w / 2)
-        sk[..., 1] = (sk[..., 1] - h / 2) / (h / 2)
-        return {"skeleton": torch.from_numpy(sk)[None]}  # [M=1, T, V, C]
+        return {"skeleton": torch.from_numpy(pyskl_gcn_input(sample["skeleton"], sample["skeleton_img_hw"]))}
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model.forward_features(batch["skeleton"])
