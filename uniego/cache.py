@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from uniego import __version__
 from uniego.errors import UniegoError
 from uniego.provenance import environment
+from uniego.version import __version__
 
 FORMAT = "uniego-store"
 FORMAT_VERSION = 2   # 2: every chunk written and checksummed (crc32c)
@@ -207,6 +207,8 @@ def open_store(path: str | Path, *, manifest_sha256: str | None = None, expect: 
                           "changes).", stage=stage)
     for key, want in (expect or {}).items():
         have = g.attrs.get(key)
+        if isinstance(want, dict) and isinstance(have, dict):   # settings: the keys the reader depends on
+            have = {k: have.get(k) for k in want}
         if have != want:
             raise UniegoError(f"store {path} has {key} {have!r}, but {stage} expects {want!r}: "
                               f"{_EXPECT_HINT.get(key, 'pass the store built for it')}", stage=stage)

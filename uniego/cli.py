@@ -88,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="uniego", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
-    from uniego.stages import analysis, data, evaluate, level1, level2, pretrain, report, segmentation, teachers
-    for stage in (data, pretrain, teachers, level1, level2, evaluate, segmentation, analysis, report):
+    from uniego.stages import analysis, data, evaluate, level1, level2, pretrain, report, segmentation, teachers, use
+    for stage in (data, pretrain, teachers, level1, level2, evaluate, segmentation, analysis, report, use):
         stage.add_commands(sub)
 
     p = sub.add_parser("inspect", help="shape, chunks, compression, provenance and statistics of a store",

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from uniego import __version__
 from uniego.checkpoints import CHECKPOINT_META, KINDS
 from uniego.config import ComputeSettings, TrainSettings
 from uniego.data import ClipSource
@@ -29,6 +28,7 @@ from uniego.device import resolve_device
 from uniego.engine import epoch_history, train
 from uniego.errors import UniegoError
 from uniego.io import atomic_torch_save
+from uniego.version import __version__
 
 __all__ = ["CHECKPOINT_META", "KINDS", "checkpoint_meta", "fit", "run_folder", "save_checkpoint", "split_source"]
 

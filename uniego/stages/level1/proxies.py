@@ -83,7 +83,7 @@ def train_proxy(manifest: str, clips: str, features: str, out: str, settings: di
               len(rows), train_s, out=out, identity=identity, seed=seed, code_version=code_version, compute=compute,
               desc=f"proxy {teacher}")
     meta = checkpoint_meta("proxy", seed=seed, manifest_sha256=sha, code_version=code_version, run=run,
-                           teacher=teacher, classes=classes, num_frames=source.num_frames, student=student.__dict__,
+                           teacher=teacher, classes=classes, num_frames=source.num_frames, student=student.__dict__, clips=settings.get("clips"),
                            train=train_s.__dict__, level1=lv.__dict__,
                            teacher_store={k: t_attrs.get(k) for k in ("architecture", "weights", "state_sha256", "stand_in",
                                                                       "fingerprint")})

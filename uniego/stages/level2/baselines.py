@@ -95,7 +95,8 @@ def run_baseline(name: str, manifest: str, clips: str, features: dict, out: str,
               out=out, identity=identity, seed=seed, code_version=code_version, compute=compute, desc=f"baseline {name}",
               probe=probe)
     meta = checkpoint_meta("student", seed=seed, manifest_sha256=sha, code_version=code_version, run=run, method=name,
-                           classes=classes, num_frames=source.num_frames, teachers=distilled, train=train_s.__dict__)
+                           classes=classes, num_frames=source.num_frames, teachers=distilled, train=train_s.__dict__,
+                           student=student.__dict__, clips=settings.get("clips"))
     return save_checkpoint(out, {"encoder": encoder.cpu().state_dict()}, meta)
 
 

@@ -140,6 +140,7 @@ def run_spd(manifest: str, clips: str, merged: str, outputs: dict, out: str, set
                            teachers=teachers, classes=classes, num_frames=source.num_frames,
                            init=str(merged) if spd.init != "none" else f"student.init: {student.init}",
                            spd=dataclasses.asdict(spd), train=train_s.__dict__, ablation=settings.get("ablation"),
+                           student=student.__dict__, clips=settings.get("clips"),
                            selection={"per_proxy": dict(zip(teachers, per_proxy)), "per_class": per_class,
                                       "samples_seen": int(sum(e["samples_seen"] for e in epochs))})
     tensors = {"encoder": model.encoder.cpu().state_dict()}

@@ -152,6 +152,7 @@ def run_merge(manifest: str, clips: str, proxies: dict, strategy: str, out: str,
         starts=[{"start": r["start"], "merged_ce": None if r["objective"] is None else r["objective"]["merged_ce"],
                  "alpha_mean": dict(zip(teachers, r["weights"].alpha().detach().mean(0).tolist()))} for r in runs],
         best_by_val_top1=None if best is None else teachers[best], val_top1=val_acc, classes=classes,
+        student=settings["student"], clips=settings.get("clips"),
         num_frames=objs[0]["meta"]["num_frames"], merge=dataclasses.asdict(m))
     return save_checkpoint(out, {"encoder": {k: v.contiguous() for k, v in chosen["merged"].items()}}, meta)
 
