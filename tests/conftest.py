@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-from uniego.config import ClipSettings, ComputeSettings, DemoPreset, load_yaml, validate_config
+# Without the project's packages every test module fails to import, one traceback each: say once what to do.
+_MISSING = [m for m in ("torch", "zarr", "snakemake", "timm", "open_clip", "pandas", "yaml", "jsonschema")
+            if importlib.util.find_spec(m) is None]
+if _MISSING:
+    raise pytest.UsageError(f"this Python ({__import__('sys').executable}) lacks {', '.join(_MISSING)}: install the "
+                            'project first (README, "Install": pip install -r requirements/lock.txt -e ".[test]"), '
+                            "then run pytest from that environment")
+
+from uniego.config import ClipSettings, ComputeSettings, DemoPreset, load_yaml, validate_config  # noqa: E402  (after the check above)
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW = ("Snakefile", "config.yaml", "workflow", "envs")   # what `snakemake` needs in a copy of the repo

@@ -71,7 +71,7 @@ def numpy_safe_globals() -> list:
     still refused."""
     import numpy as np
 
-    core = np._core.multiarray
+    core = (np._core if hasattr(np, "_core") else np.core).multiarray   # numpy 2, or numpy 1
     allowed = [np.dtype, np.ndarray, core.scalar, core._reconstruct,
                (core.scalar, "numpy.core.multiarray.scalar"), (core._reconstruct, "numpy.core.multiarray._reconstruct")]
     return allowed + [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
