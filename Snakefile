@@ -22,6 +22,7 @@ include: "workflow/rules/level2.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/export.smk"
 
 
 # Cheap bookkeeping jobs run in the main process, not as cluster jobs (executor: slurm).

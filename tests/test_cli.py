@@ -82,11 +82,16 @@ def test_the_default_target_is_one_seed_and_the_study_every_seed(tmp_path):
 
 
 def test_inspect_on_a_file_is_one_named_error(tmp_path, capsys):
-    checkpoint = tmp_path / "uniego.pt"
-    checkpoint.write_bytes(b"not a store")
+    other = tmp_path / "notes.txt"
+    other.write_bytes(b"not a store")
+    assert main(["inspect", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"{other} is a file, not a Zarr store" in err and "Traceback" not in err
+    checkpoint = tmp_path / "uniego.pt"   # a .pt is inspected as a checkpoint: this one cannot be read
+    checkpoint.write_bytes(b"not a checkpoint")
     assert main(["inspect", str(checkpoint)]) == 2
     err = capsys.readouterr().err
-    assert f"{checkpoint} is a file, not a Zarr store" in err and "Traceback" not in err
+    assert f"cannot read checkpoint {checkpoint}" in err and "Traceback" not in err
 
 
 def test_help_texts_explain_the_commands(capsys):

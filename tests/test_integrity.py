@@ -154,6 +154,21 @@ def test_bad_checkpoints_are_named_errors_on_the_command_line(tiny_data, tmp_pat
     assert f"predicts 2 classes (a, b), but the manifest has {len(classes)}" in evaluate(tmp_path / "classes.pt")
     torch.save({**good, "meta": {**good["meta"], "num_frames": 8}}, tmp_path / "frames.pt")
     assert "takes 8-frame clips, but the clip cache has 4 frames per clip" in evaluate(tmp_path / "frames.pt")
+    # `uniego inspect --verify` checks every record of the checkpoint's zip against its CRC-32
+    r = _uniego("inspect", "--verify", tmp_path / "good.pt", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["meta"]["kind"] == "proxy" and info["classes"] == len(classes) and info["tensor_groups"]["encoder"]["tensors"] > 0
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "good.pt") as z:   # flip a byte inside the largest record's data
+        big = max(z.infolist(), key=lambda i: i.file_size)
+    data = bytearray((tmp_path / "good.pt").read_bytes())
+    at = big.header_offset
+    at += 30 + int.from_bytes(data[at + 26:at + 28], "little") + int.from_bytes(data[at + 28:at + 30], "little") + big.file_size // 2
+    data[at] ^= 0xFF
+    (tmp_path / "flipped.pt").write_bytes(bytes(data))
+    r = _uniego("inspect", "--verify", tmp_path / "flipped.pt")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "fails its CRC-32" in r.stderr, r.stderr
 
 
 def test_an_error_in_a_loader_worker_reaches_the_terminal_as_one_line(tiny_data, ego):

@@ -113,3 +113,27 @@ def test_dense_features_and_segmentation_scores(sessions, tmp_path):
     with pytest.raises(UniegoError, match="not classes"):
         train_and_score(sessions["path"], str(feats), str(tmp_path / "bad.json"),
                         {"segmentation": {**SEG, "background": ["nap"]}, "seed": 0}, compute=CPU)
+
+
+def test_embed_dense_matches_the_segmentation_dense_features(sessions, tmp_path):
+    """`uniego embed VIDEO --dense --stride S --frame-step F` gives, for a session video, the
+    features of the segmentation rule's dense_features, window for window."""
+    from uniego.stages.use import embed
+    enc = build_student(parse_student(STUDENT), 9, num_frames=4, seed=2)
+    ck = tmp_path / "m.pt"
+    clips = {"num_frames": 4, "size": 48, "sampling": "uniform", "stride": 2}
+    torch.save({"encoder": enc.state_dict(), "meta": {"kind": "student", "classes": sessions["classes"][:-1], "num_frames": 4,
+                                                       "manifest_sha256": "x", "seed": 2, "student": STUDENT, "clips": clips}}, ck)
+    ref = zarr.open_group(str(dense_features(sessions["path"], sessions["windows"], str(ck), str(tmp_path / "dense.zarr"),
+                                             {"student": STUDENT}, compute=CPU)), mode="r")
+    row = sessions["table"].iloc[1]
+    assert row.start_frame == 0
+    out = embed([row.video], str(ck), str(tmp_path / "emb.zarr"), dense=(WINDOWS["stride"], WINDOWS["frame_step"]), workers=0,
+                batch_size=CPU.batch_size)
+    g = zarr.open_group(str(out), mode="r")
+    ids = [str(s) for s in ref["sample"][:]]
+    rows = [ids.index(f"{row.session_id}@{c:06d}") for c in range(0, row.n_frames, WINDOWS["stride"])]
+    assert list(g["centre"][:]) == list(range(0, row.n_frames, WINDOWS["stride"]))
+    np.testing.assert_array_equal(g["features"][:], ref["features"][rows])
+    fps = float(__import__("decord").VideoReader(row.video).get_avg_fps())
+    np.testing.assert_allclose(g["time"][:], np.asarray(g["centre"][:]) / fps, rtol=1e-6)

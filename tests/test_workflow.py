@@ -187,6 +187,18 @@ def test_segmentation_and_retrieval_through_the_dag(built):
         assert all(0 <= res[k] <= 100 for k in ("F1@10", "F1@25", "F1@50", "Edit", "Acc"))
     ret = json.loads((built / "results/tiny/eval/uniego/retrieval.json").read_text())
     assert ret["mAP"] is None and "no test class" in ret["note"]   # tiny: one test clip per class
+    # the export target: the encoder with the numbers of its own report files (issue 22)
+    r = snakemake(built, "results/tiny/export", overlays=[overlay])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    export = built / "results/tiny/export"
+    files = sorted(f.name for f in export.iterdir() if not f.name.startswith("."))   # Snakemake adds .snakemake_timestamp
+    assert files == ["README.md", "config.json", "model.onnx", "model.safetensors"]
+    cfg = json.loads((export / "config.json").read_text())
+    rec, seg = (json.loads((built / f"results/tiny/eval/uniego/{k}.json").read_text()) for k in ("recognition", "segmentation"))
+    assert cfg["metrics"]["recognition"]["top1"] == rec["top1"] and cfg["metrics"]["segmentation"]["F1@10"] == seg["F1@10"]
+    assert cfg["dataset"] == "tiny" and len(cfg["provenance"]["config_sha256"]) == 64
+    card = (export / "README.md").read_text()
+    assert f"| {rec['top1']:.2f} |" in card and f"| {seg['F1@10']:.1f} |" in card
     # a temporal-model setting reruns only the segmentation jobs; the report plans every table
     overlay.write_text(yaml.safe_dump({**base, "segmentation": {"models": ["baseline_ego", "uniego"], "epochs": 3}}))
     dry = snakemake(built, *targets, "-n", overlays=[overlay])

@@ -25,10 +25,16 @@ def cmd_inspect(args):
     from uniego.inspect_store import describe, format_report
 
     path = Path(args.store)
-    if path.is_file():
-        raise UniegoError(f"{path} is a file, not a Zarr store (a folder such as results/demo/features/exo_dino.zarr). "
-                          "Checkpoints (.pt) open with torch.load(path, weights_only=True); `uniego targets` lists the "
-                          "stores a run makes", stage="inspect")
+    if path.is_file() or (path / "config.json").is_file():   # a checkpoint, or an export folder
+        from uniego.inspect_store import describe_checkpoint, describe_export
+
+        if path.is_file() and path.suffix not in (".pt", ".pth", ".pyth"):
+            raise UniegoError(f"{path} is a file, not a Zarr store (a folder such as results/demo/features/exo_dino.zarr) "
+                              "nor a checkpoint (.pt); `uniego targets` lists what a run makes", stage="inspect")
+        info = describe_checkpoint(path, verify=args.verify) if path.is_file() else describe_export(path, verify=args.verify)
+        print(json.dumps(info, indent=2, default=str) if args.json else
+              "\n".join(f"{k:<15}{json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}" for k, v in info.items()))
+        return
 
     info = describe(args.store)
     if args.verify:
@@ -88,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="uniego", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
-    from uniego.stages import analysis, data, evaluate, level1, level2, pretrain, report, segmentation, teachers, use
-    for stage in (data, pretrain, teachers, level1, level2, evaluate, segmentation, analysis, report, use):
+    from uniego.stages import analysis, data, evaluate, export, level1, level2, pretrain, report, segmentation, teachers, use
+    for stage in (data, pretrain, teachers, level1, level2, evaluate, segmentation, analysis, report, export, use):
         stage.add_commands(sub)
 
     p = sub.add_parser("inspect", help="shape, chunks, compression, provenance and statistics of a store",

@@ -87,3 +87,61 @@ def format_verification(result: dict) -> str:
     lines = [f"verify     {result['chunks']} chunks read and checked (crc32c)" + (": all intact" if not bad else "")]
     lines += [f"MISSING    {m}" for m in result["missing"]] + [f"DAMAGED    {d}" for d in result["damaged"]]
     return "\n".join(lines)
+
+
+def describe_checkpoint(path: str | Path, *, verify: bool = False) -> dict:
+    """`uniego inspect CHECKPOINT.pt`: its meta (kind, seed, manifest, code version, training) and
+    tensors. verify: every record of torch's zip checked against its CRC-32, then the whole file
+    loaded (weights only); a failure is one named error."""
+    import zipfile
+
+    from uniego.io import read_checkpoint
+
+    path = Path(path)
+    info = {"checkpoint": str(path), "bytes": path.stat().st_size}
+    if verify:
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+                info["records"] = len(z.infolist())
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise UniegoError(f"checkpoint {path} is damaged: {type(e).__name__}: {e}. Delete it and rerun the rule that "
+                              "builds it", stage="inspect") from None
+        if bad is not None:
+            raise UniegoError(f"checkpoint {path} is damaged: record {bad} fails its CRC-32. Delete it and rerun the rule "
+                              "that builds it", stage="inspect")
+    obj = read_checkpoint(path, stage="inspect")
+    if not isinstance(obj, dict):
+        raise UniegoError(f"{path} holds a {type(obj).__name__}, not a uniego checkpoint (a dict with `meta`)", stage="inspect")
+    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    info["meta"] = {k: v for k, v in meta.items() if k not in ("history", "environment", "classes")}
+    info["classes"] = len(meta.get("classes") or [])
+    info["epochs"] = len(meta.get("history") or [])
+    groups = {}
+    for key, value in obj.items():
+        if isinstance(value, dict) and value and all(hasattr(t, "numel") for t in value.values()):
+            groups[key] = {"tensors": len(value), "parameters": int(sum(t.numel() for t in value.values()))}
+    info["tensor_groups"] = groups
+    if verify:
+        info["verified"] = f"{info['records']} zip records pass their CRC-32; the file loads with weights_only=True"
+    return info
+
+
+def describe_export(path: str | Path, *, verify: bool = False) -> dict:
+    """`uniego inspect EXPORT_DIR`: the export's config.json; verify: every file's sha256 against it."""
+    from uniego.encoder import EXPORT_FORMAT
+    from uniego.teachers.base import file_sha256
+
+    path = Path(path)
+    cfg = json.loads((path / "config.json").read_text())
+    if cfg.get("format") != EXPORT_FORMAT:
+        raise UniegoError(f"{path}/config.json is not a uniego export's config", stage="inspect")
+    info = {"export": str(path), **{k: cfg[k] for k in ("name", "dataset", "architecture", "provenance", "metrics", "files")
+                                    if k in cfg}, "classes": len(cfg.get("classes", []))}
+    if verify:
+        bad = [f for f, sha in cfg.get("files", {}).items() if not (path / f).is_file() or file_sha256(path / f) != sha]
+        if bad:
+            raise UniegoError(f"export {path} is damaged: {', '.join(bad)} missing or not matching config.json's sha256. "
+                              "Export the model again", stage="inspect")
+        info["verified"] = f"{len(cfg.get('files', {}))} files match config.json's sha256"
+    return info

@@ -31,6 +31,7 @@ PATTERNS = [
     ("results/{ds}/eval/{model}/retrieval.json", "mAP/R@1 of a model"),
     ("results/{ds}/eval/{model}/segmentation.json", "temporal action segmentation (datasets with sessions)"),
     ("results/{ds}/analysis/{analysis}.json", "CKA, gradient conflict, SPD selection (with a .png)"),
+    ("results/{ds}/export", "the UNIEGO encoder as a self-contained folder: safetensors, config.json, model card, ONNX"),
 ]
 PRETRAIN_TARGETS = [(f"{arch}.pth", "a stand-in teacher trained on the corpus, in its real checkpoint format")
                     for arch in ("dinov2_test", "depth_anything_test", "siglip_test", "skego_standin_test")]

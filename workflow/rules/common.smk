@@ -71,6 +71,7 @@ CODE = {
     "task_teacher": code_version("uniego.stages.teachers.task_teacher"),
     "evaluate": code_version("uniego.stages.evaluate.recognition"),
     "level1": code_version("uniego.stages.level1"),
+    "export": code_version("uniego.stages.export.export"),
 }
 
 
@@ -301,6 +302,23 @@ def checkpoint_of(ds, model):
     kind, name = model.split("_", 1)
     folder = {"baseline": "baselines", "proxy": "proxies", "merge": "merge", "ablation": "ablations"}[kind]
     return f"results/{ds}/{folder}/{name}.pt"
+
+
+def export_inputs(wc):
+    """The UNIEGO checkpoint and its report files (segmentation only when the dataset has sessions and scores it)."""
+    files = {"model": checkpoint_of(wc.ds, "uniego")}
+    files.update({k: f"results/{wc.ds}/eval/uniego/{k}.json" for k in ("recognition", "retrieval")})
+    if "results/{wc.ds}/eval/uniego/segmentation.json".format(wc=wc) in recognition_targets(wc.ds, "segmentation"):
+        files["segmentation"] = f"results/{wc.ds}/eval/uniego/segmentation.json"
+    return files
+
+
+def config_sha256(wc):
+    """params function: sha256 of the dataset's resolved config without `compute` (the export's provenance)."""
+    import hashlib
+
+    c = {k: v for k, v in dataset_config(config, wc.ds).items() if k != "compute"}
+    return hashlib.sha256(canonical_json(c).encode()).hexdigest()
 
 
 def ablation_names(ds):
