@@ -148,6 +148,10 @@ def test_export_bad_inputs_are_named_and_write_nothing(tiny_data, proxy, exporte
     (bad / "config.json").write_text(json.dumps({**cfg, "classes": cfg["classes"][:-1]}))
     with pytest.raises(UniegoError, match=r"lists \d+ classes but the weights' head predicts \d+"):
         uniego.load_encoder(bad)
+    # a config without the weights' sha256 is refused, not loaded unchecked
+    (bad / "config.json").write_text(json.dumps({**cfg, "files": {}}))
+    with pytest.raises(UniegoError, match="records no sha256"):
+        uniego.load_encoder(bad)
     # weights changed after the export
     (bad / "config.json").write_text(json.dumps(cfg))
     (bad / "model.safetensors").write_bytes((bad / "model.safetensors").read_bytes()[:-8] + b"\0" * 8)

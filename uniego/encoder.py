@@ -20,7 +20,6 @@ summed), so the same clip gives the evaluation's numbers.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -158,13 +157,13 @@ def load_encoder(path: str | Path, *, clips: dict | None = None, crops: int = 3,
 def _load_export(folder: Path, *, crops: int, device: str, stage: str) -> Encoder:
     """A `uniego export` folder: config.json (format, architecture, preprocessing, classes) and
     model.safetensors, checked against the config's sha256 and class count before loading."""
-    import hashlib
     import json
 
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from uniego.student import build_student
+    from uniego.checkpoints import encoder_from_checkpoint
+    from uniego.teachers.base import file_sha256
 
     cfg_path, weights = folder / "config.json", folder / "model.safetensors"
     if not cfg_path.is_file() or not weights.is_file():
@@ -181,7 +180,9 @@ def _load_export(folder: Path, *, crops: int, device: str, stage: str) -> Encode
         raise UniegoError(f"{folder} is export format {cfg['format_version']}; this uniego reads up to "
                           f"{EXPORT_FORMAT_VERSION}: upgrade uniego", stage=stage)
     want = (cfg.get("files") or {}).get("model.safetensors")
-    if want and hashlib.sha256(weights.read_bytes()).hexdigest() != want:
+    if not want:
+        raise UniegoError(f"{cfg_path} records no sha256 for model.safetensors (files): export the model again", stage=stage)
+    if file_sha256(weights) != want:
         raise UniegoError(f"{weights} does not match the sha256 config.json records for it: the file was changed or "
                           "damaged; export the model again", stage=stage)
     try:
@@ -194,11 +195,7 @@ def _load_export(folder: Path, *, crops: int, device: str, stage: str) -> Encode
         raise UniegoError(f"{folder}: config.json lists {len(classes)} classes but the weights' head predicts "
                           f"{head.shape[0]}: the two files come from different models; export the model again", stage=stage)
     student = parse_student(arch["student"])
-    model = build_student(dataclasses.replace(student, init="random"), len(classes), num_frames=arch["num_frames"])
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise UniegoError(f"{weights} does not fit the architecture config.json names ({student.arch}): "
-                          f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}", stage=stage) from None
+    model = encoder_from_checkpoint({"encoder": state, "meta": {"classes": classes, "num_frames": arch["num_frames"],
+                                                                 "student": arch["student"]}}, student)
     return Encoder(model, student=student, clips=ClipSettings(**cfg["preprocessing"]["clips"]), classes=classes, crops=crops,
                    source=str(folder), device=device, meta=cfg)
