@@ -160,3 +160,14 @@ def test_report_names_exo_cue_classes_without_test_clips_and_mismatched_probes(t
         write_report("demo", paths, tmp_path / "r.md", exo_cue_classes=["arm_circle"])
     with pytest.raises(UniegoError, match="the linear probes of seed 1 cover teachers"):
         write_report("demo", paths, tmp_path / "r.md", probes=probes)
+
+
+def test_exo_cue_verdict_calls_a_tie_a_tie():
+    """The published study's case: per-class accuracies are stored as float32 (16.666667938232422 for
+    1/6), so the ego baseline's mean over the exo-cue classes came to 37.50000159 and UNIEGO's to
+    37.50000191. Both show as 37.5: that is a tie, not a win."""
+    from uniego.report import exo_cue_verdict
+    assert exo_cue_verdict(37.50000190734863, 37.50000158945719) == "UNIEGO ties the ego baseline on them"
+    assert exo_cue_verdict(37.50000158945719, 37.50000190734863) == "UNIEGO ties the ego baseline on them"
+    assert exo_cue_verdict(37.6, 37.5) == "UNIEGO beats the ego baseline on them"
+    assert exo_cue_verdict(37.4, 37.5) == "UNIEGO does not beat the ego baseline on them"

@@ -97,3 +97,30 @@ def test_vificlip_students_merge_layerwise_and_distil(tiny_data, tmp_path):
                              {"student": TINY, "train": train, "spd": spd, "teachers": list(paths), "seed": 0}, compute=cpu),
                      weights_only=True)
     assert out["meta"]["method"] == "uniego" and "visual.ln_post.weight" in out["encoder"]
+
+
+def test_vificlip_student_exports_to_onnx(tmp_path):
+    """Issue 22: the ONNX export's own check (another batch size, onnxruntime against PyTorch) holds for the
+    ViFi-CLIP student too, and the file's outputs are the student's features and logits."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    import onnxruntime as ort
+
+    from uniego.config import ClipSettings
+    from uniego.encoder import Encoder
+    from uniego.stages.export.export import ONNX_RTOL, export_onnx
+
+    student = parse_student(TINY)
+    model = build_student(student, 5, num_frames=4, seed=3)
+    enc = Encoder(model, student=student, clips=ClipSettings(num_frames=4, size=32, sampling="uniform", stride=2, skeleton_frames=16),
+                  classes=[f"c{i}" for i in range(5)])
+    check = export_onnx(enc, tmp_path / "model.onnx", seed=0)
+    assert check["max_relative_error"] <= ONNX_RTOL and check["checked_batch"] == 3 and check["outputs"] == ["features", "logits"]
+    x = torch.randn(4, 3, 4, 32, 32, generator=torch.Generator().manual_seed(9))
+    features, logits = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"clip": x.numpy()})
+    with torch.inference_mode():
+        h = model.eval().forward_features(x)
+        z = model.head(h)
+    assert features.shape == (4, 32) and logits.shape == (4, 5)
+    assert np.abs(features - h.numpy()).max() <= 1e-4 * np.abs(h.numpy()).max()
+    assert np.abs(logits - z.numpy()).max() <= 1e-4 * np.abs(z.numpy()).max()

@@ -137,7 +137,8 @@ def embed(inputs, model: str, out: str, *, split: str | None = None, dense: tupl
     writer = StoreWriter(out, sample_ids=table.sample_id, splits=table.split, labels=table.label, arrays=arrays, attrs=attrs,
                          chunk_samples=EMBED_CHUNK, stage="embed")
     ranges = writer.pending()
-    loader = DataLoader(_Decode(table, ranges, enc.clips, dense), batch_size=None, collate_fn=whole_batches, num_workers=workers)
+    loader = DataLoader(_Decode(table, ranges, enc.clips, dense), batch_size=None, collate_fn=whole_batches,
+                        num_workers=min(workers, len(ranges) - 1))   # one chunk: decode here, no process to start
     for start, stop, clips in tqdm(loader, total=len(ranges), desc=f"embed {Path(model).name}", unit="chunk", disable=None):
         feats, z = enc.forward_clips(clips)
         if not np.isfinite(feats).all():
@@ -163,7 +164,7 @@ def cmd_embed(args):
 
 
 def predict_inputs(inputs, model: str, *, k: int = 5, split: str | None = None, crops: int = 3, device: str = "cpu",
-                   workers: int = 0) -> list[dict]:
+                   workers: int = 2) -> list[dict]:
     """Per clip of `inputs` (as `uniego embed` takes them): {"sample", "video", "top": [{class,
     probability}], and "label" (the class name) when a manifest gives one}."""
     from torch.utils.data import DataLoader
@@ -178,7 +179,8 @@ def predict_inputs(inputs, model: str, *, k: int = 5, split: str | None = None, 
                           f"{len(enc.classes)} ({', '.join(enc.classes[:4])} ...): it was trained on another class list",
                           stage="predict")
     ranges = [(a, min(a + EMBED_CHUNK, len(table))) for a in range(0, len(table), EMBED_CHUNK)]
-    loader = DataLoader(_Decode(table, ranges, enc.clips, None), batch_size=None, collate_fn=whole_batches, num_workers=workers)
+    loader = DataLoader(_Decode(table, ranges, enc.clips, None), batch_size=None, collate_fn=whole_batches,
+                        num_workers=min(workers, len(ranges) - 1))   # one chunk: decode here, no process to start
     results = []
     for start, stop, clips in loader:
         for r, top in zip(table.iloc[start:stop].itertuples(), enc.predict(clips, k=k)):
@@ -234,7 +236,7 @@ def add_commands(sub) -> None:
     p.add_argument("videos", nargs="+", help="video files (each one clip), folders of videos, or a manifest .parquet "
                    "(its segments; the top-1 against its labels is printed)")
     p.add_argument("--split", default=None, help="with a manifest: only this split (train, val, test)")
-    p.add_argument("--workers", type=int, default=0, help="decoding processes")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (a single chunk of 32 clips decodes in the main one)")
     p.add_argument("--model", required=True, help="a model checkpoint: uniego.pt, a proxy, merge or baseline")
     p.add_argument("-k", type=int, default=5, help="classes to show per video")
     p.add_argument("--crops", type=int, default=3, choices=[1, 3], help="test crops (the evaluation's eval.spatial_crops)")
