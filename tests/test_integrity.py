@@ -255,3 +255,73 @@ def test_video_paths_stay_inside_the_dataset_root(tiny_data, tmp_path):
                                           r"ego_video .*elsewhere/x.mp4(.|\n)*paths_outside_root: true"):
         build_manifest(spec, "tiny")
     assert len(build_manifest({**spec, "paths_outside_root": True}, "tiny").table) == len(ann)
+
+
+def test_input_signature_sees_content_not_timestamps(tmp_path):
+    """Issue 20: the dataset watch hashes content. A same-size replacement that keeps the mtime (as
+    `cp -p` does) changes the signature; a file only touched does not; the cache spares reading
+    unchanged files, and a damaged cache only costs reading them again."""
+    from uniego.datasets import CONTENT_BLOCK, content_digest, input_signature
+    root = tmp_path / "data"
+    (root / "videos").mkdir(parents=True)
+    small, big = root / "videos" / "a.mp4", root / "videos" / "b.mp4"
+    small.write_bytes(bytes(range(256)) * 40)
+    big.write_bytes(np.random.default_rng(0).integers(0, 256, 3 * 1024 * 1024, dtype=np.uint8).tobytes())
+    spec, cache = {"adapter": "demo", "root": str(root)}, tmp_path / "results" / ".input-hashes.json"
+    sig = input_signature(spec, "t", cache=cache)
+    assert sig == input_signature(spec, "t") and len(json.loads(cache.read_text())) == 2
+
+    def replace_keeping_mtime(path, offset):
+        st = os.stat(path)
+        data = bytearray(path.read_bytes())
+        data[offset] ^= 0xFF
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert os.stat(path).st_size == st.st_size and os.stat(path).st_mtime_ns == st.st_mtime_ns
+
+    os.utime(small, ns=(1, 10**18))   # touched: read again, same content, same signature
+    assert input_signature(spec, "t", cache=cache) == sig
+    replace_keeping_mtime(small, 5000)
+    sig2 = input_signature(spec, "t", cache=cache)
+    assert sig2 != sig
+    replace_keeping_mtime(big, len(big.read_bytes()) - 1)   # the last byte lies in the last block
+    sig3 = input_signature(spec, "t", cache=cache)
+    assert sig3 not in (sig, sig2) and sig3 == input_signature(spec, "t")
+    # an unchanged file is not read again: a cached digest stands while the stat key holds
+    entries = json.loads(cache.read_text())
+    entries[str(big.resolve())][1] = "0" * 32
+    cache.write_text(json.dumps(entries))
+    assert input_signature(spec, "t", cache=cache) != sig3
+    cache.write_text("{not json")   # damaged: every file read again
+    assert input_signature(spec, "t", cache=cache) == sig3
+    assert len(content_digest(big)) == 32 and CONTENT_BLOCK == 65536
+
+
+def test_a_damaged_manifest_is_named(tiny_data, tmp_path):
+    """Issue 20: the manifest carries a checksum of its rows and metadata. A row edited to another valid
+    label, or a flipped byte anywhere in the file, is a named error on read, never a silent change."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    table, classes = read_manifest(tiny_data["manifest"])
+    t = pq.read_table(tiny_data["manifest"])
+    table.loc[2, "label"] = (table.label[2] + 1) % len(classes)
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(t.schema.metadata), tmp_path / "m.parquet")
+    with pytest.raises(UniegoError, match=r"manifest .*m.parquet is damaged: its rows or metadata do not match the checksum"):
+        read_manifest(tmp_path / "m.parquet")
+    raw = Path(tiny_data["manifest"]).read_bytes()
+    caught = 0
+    for at in range(8, len(raw) - 8, max(1, len(raw) // 40)):   # ~40 positions: data pages, footer, class list
+        bad = bytearray(raw)
+        bad[at] ^= 0x01
+        (tmp_path / "f.parquet").write_bytes(bytes(bad))
+        try:
+            got, got_classes = read_manifest(tmp_path / "f.parquet")
+        except UniegoError as e:
+            assert "f.parquet" in str(e) and ("is damaged" in str(e) or "cannot be read" in str(e) or "label outside" in str(e)
+                                              or "no uniego class list" in str(e) or "no content checksum" in str(e)), str(e)
+            caught += 1
+            continue
+        # the byte fell where it changes nothing read (padding, statistics): what came back is the original
+        original, original_classes = read_manifest(tiny_data["manifest"])
+        assert got.equals(original) and got_classes == original_classes, at
+    assert caught >= 20

@@ -278,8 +278,10 @@ def test_two_runs_from_scratch_give_identical_results(tmp_path):
 
 
 def test_a_video_replaced_in_place_reruns_what_depends_on_it(built):
-    """The data check's parameters carry every dataset file's size and mtime (issue 20): a video
-    replaced in place reruns the check, the manifest and the clip caches; nothing else changes."""
+    """The data check's parameters carry a hash of every dataset file's content (issue 20): a video
+    replaced in place reruns the check, the manifest and the clip caches; nothing else changes. A
+    video only touched reruns nothing."""
+    import os
     import shutil
 
     import pandas as pd
@@ -290,6 +292,8 @@ def test_a_video_replaced_in_place_reruns_what_depends_on_it(built):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Nothing to be done" in snakemake(built, target, "-n", overlays=[overlay]).stdout
     ann = pd.read_csv(built / "data/replaced/annotations.csv")
+    os.utime(built / "data/replaced" / ann.ego_video[0])   # touched, content unchanged: nothing to rerun
+    assert "Nothing to be done" in snakemake(built, target, "-n", overlays=[overlay]).stdout
     shutil.copyfile(built / "data/replaced" / ann.ego_video[1], built / "data/replaced" / ann.ego_video[0])   # another clip's video
     dry = snakemake(built, target, "-n", overlays=[overlay])
     assert planned_jobs(dry) == {"check_data": 1, "manifest": 1, "clips": 1}, dry.stdout

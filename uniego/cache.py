@@ -312,10 +312,12 @@ def verify_store(path: str | Path, *, stage: str = "inspect") -> dict:
 
 
 def read_array(path: str | Path, name: str = "features", *, manifest_sha256: str | None = None,
-               sample_ids=None, expect: dict | None = None, stage: str = "read") -> tuple[np.ndarray, np.ndarray]:
+               sample_ids=None, expect: dict | None = None, stage: str = "read", group=None) -> tuple[np.ndarray, np.ndarray]:
     """(values, sample ids) of one array, checked: the store is what `expect` says (see
-    `open_store`), its values are finite and cover exactly `sample_ids`, in order, when given."""
-    g = open_store(path, manifest_sha256=manifest_sha256, expect=expect, stage=stage)
+    `open_store`), its values are finite and cover exactly `sample_ids`, in order, when given.
+    `group`: the store as `open_store(path, ...)` already returned it (its checks done), so that a
+    caller that also needs the attributes opens and lists it once."""
+    g = group if group is not None else open_store(path, manifest_sha256=manifest_sha256, expect=expect, stage=stage)
     ids = strings(g["sample"][:])
     if sample_ids is not None:
         want = strings(sample_ids)

@@ -59,6 +59,7 @@ def write_manifest(table: pd.DataFrame, classes: list[str], path: str | Path, *,
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"classes": classes, **(extra or {})}
     t = pa.Table.from_pandas(table, preserve_index=False)
+    meta["content_sha256"] = content_sha256(t.to_pandas(), meta)   # as a reader will see it
     t = t.replace_schema_metadata({**(t.schema.metadata or {}), b"uniego": json.dumps(meta).encode()})
     tmp = path.with_name(path.name + ".partial")
     pq.write_table(t, tmp)
@@ -72,11 +73,17 @@ def read_manifest(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise UniegoError(f"manifest {path} does not exist; build it first (`snakemake {path}`)", stage="manifest")
-    t = pq.read_table(path)
-    meta = json.loads((t.schema.metadata or {}).get(b"uniego", b"{}"))
+    try:
+        t = pq.read_table(path)
+        meta = json.loads((t.schema.metadata or {}).get(b"uniego", b"{}"))
+        table = t.to_pandas()
+    except Exception as e:   # pyarrow's and json's errors on a damaged file
+        raise UniegoError(f"manifest {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+                          f"it is damaged; delete it and rebuild it (`snakemake {path}`)", stage="manifest") from None
     if "classes" not in meta:
-        raise UniegoError(f"{path} has no uniego class list in its metadata; it was not written by uniego", stage="manifest")
-    table, classes = t.to_pandas(), meta["classes"]
+        raise UniegoError(f"{path} has no uniego class list in its metadata; it was not written by uniego, or is damaged: rebuild it "
+                          f"(`snakemake {path}`)", stage="manifest")
+    classes = meta["classes"]
     if "label" in table.columns:   # a clip manifest (a sessions table labels frames instead)
         labels = table.label.to_numpy()
         bad = (labels < 0) | (labels >= len(classes))
@@ -85,7 +92,25 @@ def read_manifest(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
             raise UniegoError(f"manifest {path}: {int(bad.sum())} row(s) have a label outside 0..{len(classes) - 1} (its "
                               f"{len(classes)} classes), e.g. sample {rows.sample_id.iloc[0]} label {int(rows.label.iloc[0])}; "
                               f"it was edited or is damaged: rebuild it (`snakemake {path}`)", stage="manifest")
+    if "content_sha256" not in meta:
+        raise UniegoError(f"manifest {path} has no content checksum: it was written by an older uniego, or is damaged; rebuild it "
+                          f"(`snakemake {path}`)", stage="manifest")
+    if content_sha256(table, meta) != meta["content_sha256"]:
+        raise UniegoError(f"manifest {path} is damaged: its rows or metadata do not match the checksum written with them "
+                          f"(content_sha256 {meta['content_sha256'][:12]}…); delete it and rebuild it (`snakemake {path}`)",
+                          stage="manifest")
     return table, classes
+
+
+def content_sha256(table: pd.DataFrame, meta: dict) -> str:
+    """sha256 of a manifest's rows (column names, dtypes and every value, through pandas' own row
+    hash) and of its uniego metadata but this checksum: written into the metadata, compared on
+    every read, so a flipped byte in a data page or in the footer's class list is an error."""
+    h = hashlib.sha256()
+    h.update(json.dumps({k: v for k, v in meta.items() if k != "content_sha256"}, sort_keys=True).encode())
+    h.update(json.dumps([[c, str(t)] for c, t in table.dtypes.items()]).encode())
+    h.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    return h.hexdigest()
 
 
 def manifest_sha256(path: str | Path) -> str:

@@ -115,15 +115,47 @@ def build(spec: dict, ds: str) -> Built:
     return built
 
 
-def input_signature(spec: dict, ds: str) -> str:
-    """A digest of the size and modification time of every file under the dataset root (and
-    its skeleton folder when that lies outside): a video or skeleton file replaced, added or
-    removed changes it. The check_data rule passes it as a parameter, so such a change reruns
-    the data check and everything built after it. No file is opened (one stat per file:
-    benchmarks/input_signature.py measures it); a replacement keeping both size and mtime
-    (`cp -p` of a same-size file) is not seen. "absent" while the root does not exist yet (a
+CONTENT_BLOCK = 64 * 1024   # bytes read per sample of a file's content
+CONTENT_BLOCKS = 16          # samples spread over a file larger than CONTENT_BLOCK * CONTENT_BLOCKS
+
+
+def content_digest(path: str | Path) -> str:
+    """A fast content hash of one file: the whole file up to 1 MiB; beyond, its size and 16 blocks of
+    64 KiB spread evenly from its first to its last byte (1 MiB read per file, whatever its size). A
+    re-encoded or other video differs in every block; an edit confined to bytes between the blocks of
+    a same-size file is not seen."""
+    import hashlib
+    import os
+
+    h = hashlib.blake2b(digest_size=16)
+    size = os.path.getsize(path)
+    h.update(f"{size}\n".encode())
+    with open(path, "rb") as f:
+        if size <= CONTENT_BLOCK * CONTENT_BLOCKS:
+            h.update(f.read())
+        else:
+            step = (size - CONTENT_BLOCK) / (CONTENT_BLOCKS - 1)
+            for i in range(CONTENT_BLOCKS):
+                f.seek(round(i * step))
+                h.update(f.read(CONTENT_BLOCK))
+    return h.hexdigest()
+
+
+def input_signature(spec: dict, ds: str, *, cache: str | Path | None = None) -> str:
+    """A digest of the content of every file under the dataset root (and its skeleton folder when
+    that lies outside): a video or skeleton file replaced, added or removed changes it. The
+    check_data rule passes it as a parameter, so such a change reruns the data check and everything
+    built after it.
+
+    Each file's `content_digest` is kept in `cache` (a JSON file) under its stat key (size, mtime,
+    ctime, inode) and computed again only when that key changes. A DAG build then costs one `stat`
+    per file; a file replaced in place changes its ctime even when `cp -p` keeps its size and mtime,
+    and is read again. A file only touched, or the dataset copied to another disk, is read again
+    but, its content being the same, reruns nothing. Without `cache` every file is read at each
+    call. benchmarks/data_inputs.py measures both. "absent" while the root does not exist yet (a
     generated dataset before its rule has run)."""
     import hashlib
+    import json
     import os
 
     root = Path(spec["root"])
@@ -133,6 +165,13 @@ def input_signature(spec: dict, ds: str) -> str:
     skeletons = skeleton_source(spec, ds)
     if skeletons and Path(skeletons).is_dir() and not Path(os.path.abspath(skeletons)).is_relative_to(os.path.abspath(root)):
         folders.append(Path(skeletons))
+    known: dict = {}
+    if cache is not None and Path(cache).is_file():
+        try:
+            known = json.loads(Path(cache).read_text())
+        except (OSError, ValueError):
+            known = {}   # a damaged cache only costs reading the files again
+    seen, changed = {}, False
     h = hashlib.sha256()
     for folder in folders:
         for top, dirs, files in os.walk(folder):
@@ -140,8 +179,21 @@ def input_signature(spec: dict, ds: str) -> str:
             for name in sorted(files):
                 if name.startswith(".snakemake"):
                     continue   # Snakemake's own marker in directory outputs
-                st = os.stat(os.path.join(top, name))
-                h.update(f"{os.path.relpath(os.path.join(top, name), folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                path = os.path.join(top, name)
+                st = os.stat(path)
+                key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+                entry = known.get(os.path.abspath(path))
+                if entry is None or entry[0] != key:
+                    entry, changed = [key, content_digest(path)], True
+                seen[os.path.abspath(path)] = entry
+                h.update(f"{os.path.relpath(path, folder)}\0{entry[1]}\n".encode())
+    if cache is not None and (changed or seen.keys() != known.keys()):
+        from uniego.io import atomic_write_text
+
+        try:
+            atomic_write_text(cache, json.dumps(seen))
+        except OSError:
+            pass   # a read-only results folder, or another DAG build writing it now: the next build reads the files again
     return h.hexdigest()[:16]
 
 

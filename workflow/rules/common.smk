@@ -174,11 +174,13 @@ def dataset_inputs(wc):
 
 
 def data_signature(wc):
-    """Size and mtime of every file of the dataset (uniego.datasets.input_signature): a video
-    replaced in place reruns the data check and everything built after it."""
+    """The content of every file of the dataset (uniego.datasets.input_signature; each file read
+    again only when its size, mtime, ctime or inode changes, the hashes kept in
+    results/{ds}/.input-hashes.json): a video replaced in place reruns the data check and
+    everything built after it."""
     from uniego.datasets import input_signature
 
-    return input_signature(dataset_config(config, wc.ds)["datasets"][wc.ds], wc.ds)
+    return input_signature(dataset_config(config, wc.ds)["datasets"][wc.ds], wc.ds, cache=f"results/{wc.ds}/.input-hashes.json")
 
 
 def clip_view_inputs(wc):

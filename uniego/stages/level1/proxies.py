@@ -36,8 +36,9 @@ class ProxyTask:
 def teacher_targets(features: str, table, sha: str, teacher: str, *, stage: str = "level1") -> tuple[torch.Tensor, dict]:
     """One target vector per manifest sample from `teacher`'s feature store: per-frame teacher
     features are averaged over frames (as the official loader averages its sampled rows)."""
-    attrs = dict(open_store(features, expect={"kind": "features", "teacher": teacher}, stage=stage).attrs)
-    values, _ = read_array(features, manifest_sha256=sha, sample_ids=table.sample_id, stage=stage)
+    g = open_store(features, manifest_sha256=sha, expect={"kind": "features", "teacher": teacher}, stage=stage)
+    attrs = dict(g.attrs)
+    values, _ = read_array(features, sample_ids=table.sample_id, stage=stage, group=g)
     check_feature_dim(features, values.shape[-1], attrs, stage=stage)
     values = values.astype(np.float32)
     if values.ndim == 3:

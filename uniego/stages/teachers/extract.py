@@ -97,11 +97,12 @@ def extract(manifest: str | Path, clip_stores: dict[str, str], out: str | Path, 
     missing = [v for v in teacher.inputs if v not in clip_stores]
     if missing:
         raise UniegoError(f"teacher {teacher.spec.key} needs clip caches {missing}", stage="extract")
-    for view in teacher.inputs:  # refuse incomplete or stale clip caches up front
-        g = open_store(clip_stores[view], manifest_sha256=msha, expect={"kind": "clips", "view": view}, stage="extract")
+    groups = {}
+    for view in teacher.inputs:  # refuse incomplete or stale clip caches up front (each store opened and listed once)
+        groups[view] = g = open_store(clip_stores[view], manifest_sha256=msha, expect={"kind": "clips", "view": view}, stage="extract")
         if list(strings(g["sample"][:])) != list(table.sample_id):
             raise UniegoError(f"clip cache {clip_stores[view]} does not hold the manifest's samples", stage="extract")
-    T = open_store(clip_stores[teacher.inputs[0]], stage="extract")["frame_time"].shape[1]
+    T = groups[teacher.inputs[0]]["frame_time"].shape[1]
     tail = (T, teacher.feature_dim) if teacher.arch.per_frame else (teacher.feature_dim,)
     dims = ("frame", "channel") if teacher.arch.per_frame else ("channel",)
     arrays = {"features": ArraySpec(tail, dtype, dims)}
