@@ -33,7 +33,7 @@ def run(work: Path, *, smoke: bool = False) -> list[Result]:
     h_p = torch.randn(R, n, encoder.embed_dim, generator=g)
     z_p = torch.randn(R, n, len(classes), generator=g) + 4 * torch.nn.functional.one_hot(torch.as_tensor(labels), len(classes))
     spd = SPDSettings(init="model", k=1, mode="topk", beta_feat=5.0, beta_logit=1.0, beta_cls=1.0, tau=1.0,
-                      student_ce_filter=False, ce_cap=None, normalize="paper", feature_projection=False)
+                      student_ce_filter=False, ce_cap=None, normalize="paper", micro_batch=None, feature_projection=False)
     views = ["exo", "exo", "exo", "ego", "exo", "ego", "exo", "exo", "ego"]
     data = t.loader
 

@@ -67,7 +67,7 @@ PROXY_SETTINGS = {"student": {"arch": "timesformer_test", "init": "random", "inp
 TEACHERS = ["exo_skl", "ego_dino"]
 TEACHER_ARCH = {"exo_skl": "stgcn_test", "ego_dino": "dinov2_test"}
 SPD = {"init": "average", "k": 1, "mode": "topk", "beta_feat": 5.0, "beta_logit": 1.0, "beta_cls": 1.0, "tau": 1.0,
-       "student_ce_filter": False, "ce_cap": None, "normalize": "paper", "feature_projection": False}
+       "student_ce_filter": False, "ce_cap": None, "normalize": "paper", "micro_batch": None, "feature_projection": False}
 
 
 def merge_settings(**merge) -> dict:

@@ -130,6 +130,8 @@ def test_the_demo_merge_can_move_alpha_as_far_as_the_papers(config):
     ({"level1": {"teachers": []}}, "level1.teachers is empty"),
     ({"spd": {"k": 10}}, r"spd: k = 10 is more than the 9 proxies of level1.teachers"),
     ({"analysis": {"conflict_models": ["uniego", "ablation_al_proxies"]}}, "'ablation_al_proxies' is not a model with a gradient-conflict probe"),
+    ({"spd": {"micro_batch": 2}}, "spd.micro_batch 2 normalises per micro-batch: it needs spd.normalize: official"),
+    ({"spd": {"micro_batch": 3, "normalize": "official"}}, r"spd.micro_batch 3 must divide train.batch_size \(8\)"),
 ])
 def test_cross_field_settings_fail_at_validation(overlay, message):
     """Settings that used to fail late (IndexError at epoch 2, a ValueError at the first batch, an

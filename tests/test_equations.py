@@ -108,6 +108,29 @@ def test_spd_loss_is_eq5_eq6(normalize, tau):
     assert out["distilled"].item() == pytest.approx(S.any(1).float().mean().item())
 
 
+def test_official_micro_batch_normalisation_is_the_per_gpu_transcription():
+    """The official code (reference/official_uniego.md §4.4, §5.1): each GPU's micro-batch of 2 clips
+    divides its distillation sum by its own count of samples with a selected proxy; the accumulated
+    update is the mean of the micro-batch losses. Transcribed micro-batch by micro-batch."""
+    g = torch.Generator().manual_seed(4)
+    B, R, D, C = 8, 3, 6, 5
+    h_u, z_u = torch.randn(B, D, generator=g), torch.randn(B, C, generator=g)
+    h_p, z_p = torch.randn(R, B, D, generator=g), torch.randn(R, B, C, generator=g) * 2
+    y = torch.randint(0, C, (B,), generator=g)
+    S = torch.rand(B, R, generator=g) > 0.5
+    S[0], S[2], S[3] = False, False, False   # micro-batch 1: one distilled sample; micro-batch 2: none
+    S[4, 0] = S[5, 1] = True
+    per_gpu = [transcription(h_u[a:a + 2], z_u[a:a + 2], h_p[:, a:a + 2], z_p[:, a:a + 2], y[a:a + 2], S[a:a + 2], 5.0, 2.0, 1.0, 1.0,
+                             "official") for a in range(0, B, 2)]
+    out = spd_loss(h_u, z_u, h_p, z_p, y, S, beta_feat=5.0, beta_logit=2.0, beta_cls=1.0, normalize="official", micro_batch=2)
+    assert out["loss"].item() == pytest.approx(sum(per_gpu) / len(per_gpu), rel=1e-5)
+    whole = spd_loss(h_u, z_u, h_p, z_p, y, S, beta_feat=5.0, beta_logit=2.0, beta_cls=1.0, normalize="official")
+    assert abs(whole["loss"].item() - out["loss"].item()) > 1e-3   # per batch is not per micro-batch
+    with pytest.raises(ValueError, match="not whole micro-batches"):
+        spd_loss(h_u[:7], z_u[:7], h_p[:, :7], z_p[:, :7], y[:7], S[:7], beta_feat=5.0, beta_logit=2.0, beta_cls=1.0,
+                 normalize="official", micro_batch=2)
+
+
 def test_spd_without_any_selection_is_plain_ce():
     z_u, y = torch.randn(3, 4), torch.tensor([0, 1, 2])
     out = spd_loss(torch.randn(3, 5), z_u, torch.randn(2, 3, 5), torch.randn(2, 3, 4), y, torch.zeros(3, 2, dtype=torch.bool),

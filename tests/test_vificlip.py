@@ -92,7 +92,7 @@ def test_vificlip_students_merge_layerwise_and_distil(tiny_data, tmp_path):
     groups = torch.load(merged, weights_only=True)["meta"]["alpha"]["groups"]
     assert "visual.transformer.resblocks.0" in groups and "visual.transformer.resblocks.1" in groups and "head" in groups
     spd = {"init": "layer", "k": 1, "mode": "topk", "beta_feat": 5.0, "beta_logit": 1.0, "beta_cls": 1.0, "tau": 1.0,
-           "student_ce_filter": False, "ce_cap": None, "normalize": "paper", "feature_projection": False}
+           "student_ce_filter": False, "ce_cap": None, "normalize": "paper", "micro_batch": None, "feature_projection": False}
     out = torch.load(run_spd(tiny_data["manifest"], tiny_data["clips"]["ego"], str(merged), outputs, tmp_path / "uniego.pt",
                              {"student": TINY, "train": train, "spd": spd, "teachers": list(paths), "seed": 0}, compute=cpu),
                      weights_only=True)

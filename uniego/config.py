@@ -169,6 +169,16 @@ def _section_checks(c: dict) -> list[str]:
         problems.append("level1.teachers is empty: Level I needs at least one teacher to train a proxy for")
     if proxies and (k_problem := spd_k_problem(c["spd"], proxies)):
         problems.append(f"spd: {k_problem}")
+    for name, spd in [("spd", c["spd"])] + [(f"ablations.{a}", {**c["spd"], **o}) for a, o in (c.get("ablations") or {}).items()]:
+        m = spd.get("micro_batch")
+        if m is None:
+            continue
+        if spd["normalize"] != "official":
+            problems.append(f"{name}.micro_batch {m} normalises per micro-batch: it needs spd.normalize: official")
+        batch, probe = c["train"]["batch_size"], (c.get("analysis") or {}).get("probe_samples", 0)
+        if batch % m or (probe and probe % m):
+            problems.append(f"{name}.micro_batch {m} must divide train.batch_size ({batch}) and analysis.probe_samples "
+                            f"({probe}): every batch is whole micro-batches")
     known = ["uniego"] + [f"baseline_{b}" for b in BASELINES] + [f"ablation_{a}" for a in c.get("ablations") or {}]
     for m in (c.get("analysis") or {}).get("conflict_models", []):
         if m not in known:
@@ -233,6 +243,7 @@ OFFICIAL = {
     ("spd", "student_ce_filter"): True,    # proxy CE must be below the student's current CE
     ("spd", "ce_cap"): 4.0,                # DIST_THRESHOLD
     ("spd", "normalize"): "official",      # / #samples with a selected proxy, per micro-batch
+    ("spd", "micro_batch"): 2,             # the per-GPU batch: TRAIN.BATCH_SIZE 8 over NUM_GPUS 4
     ("spd", "feature_projection"): True,   # proj_768x768(CLS), freshly initialised
 }
 OFFICIAL_EFFECTIVE_BATCH = 64             # GLOBAL_BATCH_SIZE: gradients accumulated to 64 clips
@@ -382,6 +393,7 @@ class SPDSettings:
     student_ce_filter: bool
     ce_cap: float | None
     normalize: str            # paper | official
+    micro_batch: int | None   # official: normalise per micro-batch of this many clips (null: per batch)
     feature_projection: bool
 
 

@@ -50,7 +50,7 @@ def results_root(folder: str | Path) -> Path:
 
 
 def _kind(rel: Path) -> str | None:
-    if rel.name == ".snakemake_timestamp":
+    if rel.name in (".snakemake_timestamp", ".input-hashes.json"):   # markers and the dataset watch's cache (paths, inodes)
         return None
     if rel.suffix == ".pt":
         return "checkpoints"

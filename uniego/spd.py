@@ -60,7 +60,7 @@ def select_proxies(proxy_logits: torch.Tensor, labels: torch.Tensor, k: int, *, 
 
 def spd_loss(h_u: torch.Tensor, z_u: torch.Tensor, h_p: torch.Tensor, z_p: torch.Tensor, labels: torch.Tensor,
              selected: torch.Tensor, *, beta_feat: float, beta_logit: float, beta_cls: float, tau: float = 1.0,
-             normalize: str = "paper", distilled: float | None = None) -> dict[str, torch.Tensor]:
+             normalize: str = "paper", distilled: float | None = None, micro_batch: int | None = None) -> dict[str, torch.Tensor]:
     """Eq. 5-6.
 
     h_u [B, D], z_u [B, C]: the student's feature and logits; h_p [R, B, D], z_p [R, B, C]: the
@@ -72,6 +72,10 @@ def spd_loss(h_u: torch.Tensor, z_u: torch.Tensor, h_p: torch.Tensor, z_p: torch
     non-empty S_i instead of N (the official code, per micro-batch); `distilled` overrides that
     count (a data-parallel caller passes the global batch's count over the world size, as the
     official code's all-reduce does). The function itself stays pure: no communication.
+    `micro_batch` m (with normalize "official"): the batch is m-clip micro-batches, as the
+    official code's per-GPU batch of 2; each micro-batch's distillation sum is divided by its own
+    count of distilled samples, and the loss is the mean of the micro-batches' losses (what
+    accumulating their gradients, each divided by the number of micro-batches, computes).
     Returns {"loss", "cls_loss", "feat_loss", "logit_loss", "distilled"}.
     """
     B = h_u.shape[0]
@@ -85,12 +89,22 @@ def spd_loss(h_u: torch.Tensor, z_u: torch.Tensor, h_p: torch.Tensor, z_p: torch
     has = n_sel > 0
     if normalize not in ("paper", "official"):
         raise ValueError("normalize must be 'paper' or 'official'")
-    if normalize == "paper":
-        denom = B
-    else:  # the batch's count of distilled samples, or the caller's (data parallelism)
-        denom = distilled if distilled is not None else max(float(has.sum()), 1.0)
-    feat_loss = feat_i.sum() / denom
-    logit_loss = logit_i.sum() / denom
+    if micro_batch is not None:
+        if normalize != "official" or distilled is not None:
+            raise ValueError("micro_batch normalises per micro-batch: it needs normalize 'official' and no `distilled`")
+        if B % micro_batch:
+            raise ValueError(f"a batch of {B} is not whole micro-batches of {micro_batch}")
+        # per micro-batch: sum / max(1, its distilled count); then the mean over micro-batches
+        counts = has.float().view(-1, micro_batch).sum(1).clamp(min=1.0)
+        feat_loss = (feat_i.view(-1, micro_batch).sum(1) / counts).mean()
+        logit_loss = (logit_i.view(-1, micro_batch).sum(1) / counts).mean()
+    else:
+        if normalize == "paper":
+            denom = B
+        else:  # the batch's count of distilled samples, or the caller's (data parallelism)
+            denom = distilled if distilled is not None else max(float(has.sum()), 1.0)
+        feat_loss = feat_i.sum() / denom
+        logit_loss = logit_i.sum() / denom
     cls = F.cross_entropy(z_u, labels)
     loss = beta_cls * cls + beta_feat * feat_loss + beta_logit * logit_loss
     return {"loss": loss, "cls_loss": cls.detach(), "feat_loss": feat_loss.detach(),

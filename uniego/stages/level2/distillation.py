@@ -68,11 +68,11 @@ class SPDTask:
             self.class_counts.index_add_(0, y.cpu(), sel.float().cpu())
             self.samples += len(y)
         distilled = None
-        if s.normalize == "official":  # the global batch's count of distilled samples, per rank
+        if s.normalize == "official" and s.micro_batch is None:  # the global batch's count of distilled samples, per rank
             count, ranks = distributed.total((sel.sum(1) > 0).sum())
             distilled = max(count, 1) / ranks
         out = spd_loss(u, z, h_p, z_p, y, sel, beta_feat=s.beta_feat, beta_logit=s.beta_logit, beta_cls=s.beta_cls,
-                       tau=s.tau, normalize=s.normalize, distilled=distilled)
+                       tau=s.tau, normalize=s.normalize, distilled=distilled, micro_batch=s.micro_batch)
         return out, s.beta_cls * F.cross_entropy(z, y)
 
     def step(self, batch: dict) -> dict:
