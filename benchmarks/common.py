@@ -55,7 +55,8 @@ def demo_dataset(work: Path, *, clips_per_class: int = 4, size: int = 64, second
     work = Path(work).parent / f"demo_{clips_per_class}x{size}px_{num_frames}f"
     work.mkdir(exist_ok=True)
     manifest = work / "manifest.parquet"
-    settings = ClipSettings(num_frames=num_frames, size=size, sampling="uniform", stride=2, skeleton_frames=16)
+    settings = ClipSettings(num_frames=num_frames, size=size, sampling="uniform", stride=2, skeleton_frames=16, skeleton_clips=1,
+                            skeleton_sampling="uniform")
     if not manifest.exists():
         preset = DemoPreset(clips_per_class=clips_per_class, size=size, fps=12, seconds=seconds, sessions=0,
                             actions_per_session=2)

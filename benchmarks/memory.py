@@ -45,7 +45,7 @@ def run(work: Path, *, smoke: bool = False) -> list[Result]:
 
     clips_per_class, size = (SMOKE if smoke else FULL).values()
     d = demo_dataset(work, clips_per_class=clips_per_class, size=64)
-    settings = ClipSettings(num_frames=8, size=size, sampling="uniform", stride=2, skeleton_frames=16)
+    settings = ClipSettings(num_frames=8, size=size, sampling="uniform", stride=2, skeleton_frames=16, skeleton_clips=1, skeleton_sampling="uniform")
     rss = {}
     for times in (1, 4):
         m = _grown(d["manifest"], work / f"manifest{times}.parquet", times)

@@ -32,7 +32,7 @@ def copy_workflow(dest: Path, *extra: str) -> Path:
 
 
 TINY = DemoPreset(clips_per_class=3, size=64, fps=12, seconds=1.5, sessions=2, actions_per_session=2)
-TINY_CLIPS = ClipSettings(num_frames=4, size=48, sampling="uniform", stride=2, skeleton_frames=16)
+TINY_CLIPS = ClipSettings(num_frames=4, size=48, sampling="uniform", stride=2, skeleton_frames=16, skeleton_clips=1, skeleton_sampling="uniform")
 
 
 @pytest.fixture

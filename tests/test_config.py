@@ -36,7 +36,7 @@ def test_per_dataset_overrides_and_stage_settings(config):
     s = stage_settings(config, "demo", "extract", teacher="exo_dino")
     assert s == {"teacher": {"key": "exo_dino", "arch": "dinov2_test", "weights": "random", "input_size": 28}, "seed": 0}
     # the skeleton cache does not depend on the RGB clip settings, and vice versa
-    assert stage_settings(config, "demo", "clips", view="skeleton") == {"skeleton_frames": 32}
+    assert stage_settings(config, "demo", "clips", view="skeleton") == {"skeleton_frames": 32, "skeleton_clips": 1, "skeleton_sampling": "uniform"}
     assert "skeleton_frames" not in stage_settings(config, "demo", "clips", view="ego")
 
 

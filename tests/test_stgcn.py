@@ -97,3 +97,48 @@ def test_the_padded_person_is_averaged_into_the_feature():
         one, pad = model.forward_features(x[:, :1]), model.forward_features(x[:, 1:])
     torch.testing.assert_close(both, (one + pad) / 2)
     assert pad.abs().sum() > 0   # the zero person is not a zero feature (batch norm's shift)
+
+
+def test_skeleton_frames_are_pyskls_test_uniformsample():
+    """`clips.skeleton_sampling: pyskl` takes the frames pyskl's test pipeline takes. The expected
+    indices were computed by running pyskl's own UniformSampleFrames._get_test_clips, then its
+    np.mod (kennymckormick/pyskl 07eeb4a, pyskl/datasets/pipelines/sampling.py; seed 255, p_interval
+    1), on these lengths; uniego's function gave the same indices on 1,676 (clip_len, num_clips,
+    length) cases, all three branches (shorter than a clip, up to two clips, longer)."""
+    from uniego.video import pyskl_test_indices
+    assert pyskl_test_indices(3, 4, 2).tolist() == [0, 1, 2, 0, 1, 2, 0, 1]       # shorter: wraps
+    assert pyskl_test_indices(6, 4, 2).tolist() == [1, 2, 3, 5, 0, 1, 2, 4]       # 1-2 clips long: frames skipped
+    assert pyskl_test_indices(11, 4, 2).tolist() == [1, 3, 7, 9, 1, 3, 7, 8]      # longer: one frame per bin
+    for total, head, second, tail, total_sum in ((30, [0, 1, 2, 3, 4, 5], [3, 4, 5, 6], [4, 5, 6], 14490),
+                                                 (150, [0, 2, 4, 5, 6, 7], [1, 2, 4, 6], [146, 147, 148], 74456),
+                                                 (250, [1, 3, 5, 8, 11, 12], [1, 3, 6, 7], [244, 246, 249], 124266)):
+        x = pyskl_test_indices(total, 100, 10)   # the ST-GCN configs' UniformSample(clip_len=100, num_clips=10)
+        assert x.shape == (1000,) and x[:6].tolist() == head and x[100:104].tolist() == second
+        assert x[-3:].tolist() == tail and int(x.sum()) == total_sum
+
+
+def test_skeleton_cache_rows_and_the_multi_clip_feature(tmp_path):
+    """read_skeleton takes the segment's rows as pyskl would from a trimmed clip; the teacher splits
+    the clips as FormatGCNInput does and its feature is the mean of the clips' pooled features."""
+    from uniego.config import TeacherSettings
+    from uniego.teachers import build_teacher
+    from uniego.teachers.skeleton import pyskl_gcn_input
+    from uniego.video import pyskl_test_indices, read_skeleton
+    rng = np.random.default_rng(0)
+    kp = np.concatenate([rng.uniform(0, 80, (200, 17, 2)), rng.uniform(0.2, 1, (200, 17, 1))], -1).astype(np.float32)
+    np.savez(tmp_path / "s.npz", keypoints=kp, img_shape=np.array([64, 84]), fps=10.0)
+    got, hw, t = read_skeleton(str(tmp_path / "s.npz"), "s", 2.0, 8.0, 8, clips=3, sampling="pyskl")   # rows 20..79
+    idx = 20 + pyskl_test_indices(60, 8, 3)
+    assert got.shape == (24, 17, 3) and np.array_equal(got, kp[idx]) and np.allclose(t, idx / 10.0)
+    with pytest.raises(UniegoError, match="uniform sampling takes one clip"):
+        read_skeleton(str(tmp_path / "s.npz"), "s", 2.0, 8.0, 8, clips=3, sampling="uniform")
+    teacher = build_teacher(TeacherSettings("exo_skl", "stgcn_test", "random"))
+    x = teacher.preprocess({"skeleton": got, "skeleton_img_hw": hw, "skeleton_clips": 3})["skeleton"]
+    assert tuple(x.shape) == (3, 2, 8, 17, 3)
+    for c in range(3):   # clip c is frames 8c..8c+7, person 0; person 1 is pyskl's zero padding
+        np.testing.assert_array_equal(x[c].numpy(), pyskl_gcn_input(got[8 * c:8 * c + 8], hw))
+    with torch.no_grad():
+        f = teacher({"skeleton": x[None]})[0]
+        per_clip = teacher.model.eval().forward_features(x)
+    torch.testing.assert_close(f, per_clip.mean(0))
+    assert not torch.allclose(per_clip[0], per_clip[1])   # the clips differ: the mean is not one clip's

@@ -81,7 +81,7 @@ def test_extraction_uses_the_task_checkpoint(skl_teacher, tiny_data, tmp_path):
     teacher = build_teacher(TeacherSettings("exo_skl", "stgcn_test", "random"))
     teacher.model.load_state_dict(ck["state_dict"])
     sk = zarr.open_group(tiny_data["clips"]["skeleton"], mode="r")
-    x = teacher.preprocess({"skeleton": sk["keypoints"][0], "skeleton_img_hw": sk["img_hw"][0]})
+    x = teacher.preprocess({"skeleton": sk["keypoints"][0], "skeleton_img_hw": sk["img_hw"][0], "skeleton_clips": 1})
     with torch.no_grad():
         f = teacher({"skeleton": x["skeleton"][None]})[0].numpy()
     np.testing.assert_allclose(np.asarray(g["features"][0], np.float32), f, rtol=2e-3, atol=2e-3)

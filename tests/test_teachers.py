@@ -23,7 +23,7 @@ def sample(T=4, S=48, seed=0):
     rng = np.random.default_rng(seed)
     sk = np.concatenate([rng.uniform([20, 10], [60, 60], (16, 17, 2)), rng.uniform(0.5, 1, (16, 17, 1))], -1)
     return {"ego": rng.integers(0, 255, (T, S, S, 3), dtype=np.uint8), "exo": rng.integers(0, 255, (T, S, S, 3), dtype=np.uint8),
-            "skeleton": sk.astype(np.float32), "skeleton_img_hw": np.array([64, 84])}
+            "skeleton": sk.astype(np.float32), "skeleton_img_hw": np.array([64, 84]), "skeleton_clips": 1}
 
 
 def run(teacher, s):
@@ -165,7 +165,7 @@ def test_stgcn_teacher_loads_pyskl_checkpoint(tmp_path):
     x = t.preprocess(s)["skeleton"]
     assert x[..., :2].abs().max() <= 1.0  # PreNormalize2D
     with torch.no_grad():
-        torch.testing.assert_close(run(t, s)[0], src.eval().forward_features(x[None])[0])
+        torch.testing.assert_close(run(t, s)[0], src.eval().forward_features(x)[0])   # x: [1 clip, M, T, V, C]
 
 
 def test_siglip_teacher_loads_open_clip_checkpoint(tmp_path):

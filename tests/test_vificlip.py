@@ -112,7 +112,7 @@ def test_vificlip_student_exports_to_onnx(tmp_path):
 
     student = parse_student(TINY)
     model = build_student(student, 5, num_frames=4, seed=3)
-    enc = Encoder(model, student=student, clips=ClipSettings(num_frames=4, size=32, sampling="uniform", stride=2, skeleton_frames=16),
+    enc = Encoder(model, student=student, clips=ClipSettings(num_frames=4, size=32, sampling="uniform", stride=2),
                   classes=[f"c{i}" for i in range(5)])
     check = export_onnx(enc, tmp_path / "model.onnx", seed=0)
     assert check["max_relative_error"] <= ONNX_RTOL and check["checked_batch"] == 3 and check["outputs"] == ["features", "logits"]

@@ -297,7 +297,7 @@ def dataset_config(config: dict, ds: str) -> dict:
 # ---------------------------------------------------------------- per-stage frozen settings
 # The `clips` keys each clip-cache view depends on (so a skeleton setting reruns only the skeleton cache)
 VIEW_KEYS = {"ego": ("num_frames", "size", "sampling", "stride"), "exo": ("num_frames", "size", "sampling", "stride"),
-             "skeleton": ("skeleton_frames",)}
+             "skeleton": ("skeleton_frames", "skeleton_clips", "skeleton_sampling")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,6 +309,8 @@ class ClipSettings:
     sampling: str | None = None
     stride: int | None = None
     skeleton_frames: int | None = None
+    skeleton_clips: int | None = None      # clips per sample (pyskl's test num_clips)
+    skeleton_sampling: str | None = None   # uniform | pyskl
 
     def used(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

@@ -142,11 +142,43 @@ def skeleton_file_problem(path: str) -> str | None:
         return f"cannot be read: {type(e).__name__}: {e}"
 
 
+def pyskl_test_indices(total: int, clip_len: int, num_clips: int, *, seed: int = 255) -> np.ndarray:
+    """The frame indices pyskl's `UniformSample(clip_len, num_clips)` takes in test mode from a
+    sequence of `total` frames (kennymckormick/pyskl, pyskl/datasets/pipelines/sampling.py,
+    UniformSampleFrames._get_test_clips, then `np.mod` by the length), num_clips * clip_len of them.
+
+    The random state is seeded with `seed` (pyskl's default 255) for each sample, and every clip
+    draws what pyskl draws, in its order: the p_interval ratio and offset (with p_interval 1 they
+    change nothing but are drawn all the same), then one index per bin when total >= 2 clip_len,
+    or the frames to repeat when clip_len <= total < 2 clip_len. A sequence shorter than a clip
+    is read from evenly spaced starts and wraps around."""
+    rng = np.random.RandomState(seed)
+    clips = []
+    for i in range(num_clips):
+        rng.rand()       # the p_interval ratio: 1
+        rng.randint(1)   # the offset of the interval: 0
+        if total < clip_len:
+            first = i if total < num_clips else i * total // num_clips
+            inds = np.arange(first, first + clip_len)
+        elif total < 2 * clip_len:
+            shifted = rng.choice(clip_len + 1, total - clip_len, replace=False)   # where a frame is skipped
+            skip = np.zeros(clip_len + 1, np.int64)
+            skip[shifted] = 1
+            inds = np.arange(clip_len) + np.cumsum(skip)[:-1]
+        else:
+            bins = np.arange(clip_len + 1) * total // clip_len   # one random frame per bin
+            inds = bins[:-1] + rng.randint(np.diff(bins))
+        clips.append(inds)
+    return np.mod(np.concatenate(clips), total)
+
+
 def read_skeleton(path: str, sample_id: str, start: float, end: float, num: int, *, num_joints: int = 17,
-                  stage: str = "clips") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  clips: int = 1, sampling: str = "uniform", stage: str = "clips") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Skeleton file (.npz: keypoints [N, V, 3], img_shape (h, w), fps; optional t0, the video
-    time of row 0 in seconds, default 0) -> (keypoints [num, V, 3] float32 at frames uniformly
-    sampled over [start, end), img_shape [2], times [num] on the video's timeline)."""
+    time of row 0 in seconds, default 0) -> (keypoints [clips * num, V, 3] float32, img_shape [2],
+    times [clips * num] on the video's timeline). Sampling "uniform": `num` frames uniformly over
+    [start, end) (clips must be 1); "pyskl": the segment's rows as pyskl's test UniformSample
+    takes them (`pyskl_test_indices`), `clips` clips of `num` frames one after the other."""
     import os
 
     if path is None:
@@ -176,5 +208,13 @@ def read_skeleton(path: str, sample_id: str, start: float, end: float, num: int,
         raise UniegoError(f"skeleton file {path} (sample {sample_id}) starts at {t0:.3f} s, after the clip's start "
                           f"{start:.3f} s", stage=stage)
     check_segment(path, sample_id, start - t0, end - t0, fps, kp.shape[0], stage=stage)
-    idx = frame_indices(max(start - t0, 0.0), end - t0, fps, kp.shape[0], num)
+    if sampling == "pyskl":
+        first = max(0, int(math.floor(max(start - t0, 0.0) * fps)))
+        last = min(kp.shape[0] - 1, max(first, int(math.ceil((end - t0) * fps)) - 1))
+        idx = first + pyskl_test_indices(last - first + 1, num, clips)
+    elif sampling == "uniform" and clips == 1:
+        idx = frame_indices(max(start - t0, 0.0), end - t0, fps, kp.shape[0], num)
+    else:
+        raise UniegoError(f"clips.skeleton_sampling {sampling!r} with skeleton_clips {clips}: uniform sampling takes one "
+                          "clip; pyskl takes any number", stage=stage)
     return kp[idx].astype(np.float32), np.asarray(img_shape, np.int32), (idx / fps + t0).astype(np.float32)

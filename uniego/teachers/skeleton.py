@@ -6,9 +6,12 @@ pyskl/datasets/pipelines/pose_related.py): PreNormalize2D maps x, y to (x - w/2)
 (y - h/2) / (h/2) with the exo video's frame size and zeroes both where the joint's score is
 <= 0.01 (the score itself kept as the third channel); FormatGCNInput(num_person=2) pads the one
 tracked person with an all-zero second person, which the backbone runs and the pooling averages
-in, as pyskl's GCNHead does. Not as pyskl: its frame sampling (UniformSample, 10 clips of 100
-frames, seed 255); the clip cache's `clips.skeleton_frames` frames spread over the clip are
-one clip here. Weights: a pyskl checkpoint (`state_dict` with `backbone.*`), a uniego
+in, as pyskl's GCNHead does. Frame sampling: with `clips.skeleton_sampling: pyskl` the skeleton
+cache holds what pyskl's test UniformSample takes (`clips.skeleton_clips` clips of
+`clips.skeleton_frames` frames, seed 255: `uniego.video.pyskl_test_indices`); each clip is a
+batch item, as pyskl's RecognizerGCN folds clips into the batch, and the feature is the mean over
+clips, as its feature extraction pools over `n`. The demo keeps one clip of frames spread
+uniformly over the segment (`skeleton_sampling: uniform`). Weights: a pyskl checkpoint (`state_dict` with `backbone.*`), a uniego
 task-teacher checkpoint, or random.
 """
 
@@ -23,6 +26,15 @@ from uniego.teachers.base import Teacher, strict_load
 
 SCORE_THRESHOLD = 0.01   # PreNormalize2D(threshold=0.01): x, y of a joint scored <= this become 0
 NUM_PERSON = 2           # FormatGCNInput(num_person=2): missing persons are zeros
+
+
+def skeleton_clips(group, path) -> int:
+    """How many clips a skeleton cache holds per sample, one after the other (its settings)."""
+    n = (group.attrs.get("settings") or {}).get("skeleton_clips")
+    if not isinstance(n, int) or n < 1:
+        raise UniegoError(f"skeleton cache {path} does not record `skeleton_clips` in its settings: it was built by an older "
+                          "uniego; delete it and rerun the rule that builds it", stage="extract")
+    return n
 
 
 def pyskl_gcn_input(keypoints, img_hw) -> np.ndarray:
@@ -49,7 +61,17 @@ class STGCNTeacher(Teacher):
             strict_load(self.model, state, settings.weights)
 
     def preprocess(self, sample: dict) -> dict:
-        return {"skeleton": torch.from_numpy(pyskl_gcn_input(sample["skeleton"], sample["skeleton_img_hw"]))}
+        """[nc * T, V, 3] keypoints -> [nc, M=2, T, V, 3], as pyskl's FormatGCNInput splits the clips."""
+        nc = int(sample["skeleton_clips"])
+        x = pyskl_gcn_input(sample["skeleton"], sample["skeleton_img_hw"])
+        M, total, V, C = x.shape
+        if total % nc:
+            raise UniegoError(f"{total} skeleton frames are not {nc} clips of equal length", stage="extract")
+        x = x.reshape(M, nc, total // nc, V, C).transpose(1, 0, 2, 3, 4)
+        return {"skeleton": torch.from_numpy(np.ascontiguousarray(x))}
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.model.forward_features(batch["skeleton"])
+        """The pooled feature of every clip, then their mean: [B, nc, M, T, V, C] -> [B, D]."""
+        x = batch["skeleton"]
+        B, nc = x.shape[:2]
+        return self.model.forward_features(x.flatten(0, 1)).view(B, nc, -1).mean(1)

@@ -35,7 +35,7 @@ def clip_arrays(view: str, settings: ClipSettings, temporal_views: int = 0) -> d
     if missing:
         raise UniegoError(f"clips settings for view {view} lack {', '.join(missing)}", stage="clips")
     if view == "skeleton":
-        T = settings.skeleton_frames
+        T = settings.skeleton_frames * settings.skeleton_clips   # the clips one after the other
         return {"keypoints": ArraySpec((T, 17, 3), "float32", ("frame", "joint", "coord")),
                 "img_hw": ArraySpec((2,), "int32", ("hw",)),
                 "frame_time": ArraySpec((T,), "float32", ("frame",))}
@@ -61,7 +61,8 @@ class _Decode(Dataset):
         for j in range(start, stop):
             row = self.table.iloc[j]
             if self.view == "skeleton":
-                kp, hw, t = read_skeleton(row.skeleton, row.sample_id, row.start, row.end, self.s.skeleton_frames)
+                kp, hw, t = read_skeleton(row.skeleton, row.sample_id, row.start, row.end, self.s.skeleton_frames,
+                                          clips=self.s.skeleton_clips, sampling=self.s.skeleton_sampling)
                 item = {"keypoints": kp, "img_hw": hw, "frame_time": t}
             elif self.views:
                 decoded = [read_frames(getattr(row, f"{self.view}_video"), row.sample_id, row.start, row.end,

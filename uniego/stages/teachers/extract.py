@@ -25,6 +25,7 @@ from uniego.errors import UniegoError
 from uniego.io import read_checkpoint
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.teachers import build_teacher
+from uniego.teachers.skeleton import skeleton_clips
 
 
 class _TeacherInputs(Dataset):
@@ -51,6 +52,7 @@ class _TeacherInputs(Dataset):
             if view == "skeleton":
                 raw["skeleton"] = read_rows(group["keypoints"], slice(start, stop), store=self.paths[view], stage="extract")
                 raw["skeleton_img_hw"] = read_rows(group["img_hw"], slice(start, stop), store=self.paths[view], stage="extract")
+                raw["skeleton_clips"] = np.full(stop - start, skeleton_clips(group, self.paths[view]))
             else:
                 raw[view] = read_rows(group["frames"], slice(start, stop), store=self.paths[view], stage="extract")
         items = []

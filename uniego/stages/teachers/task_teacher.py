@@ -33,6 +33,7 @@ from uniego.manifest import manifest_sha256, read_manifest
 from uniego.metrics import topk_accuracy
 from uniego.stages.runner import checkpoint_meta, fit, save_checkpoint
 from uniego.teachers import build_teacher
+from uniego.teachers.skeleton import skeleton_clips
 
 TRAINABLE_FAMILIES = ("timesformer", "stgcn")
 
@@ -80,6 +81,7 @@ class TeacherBatches(Dataset):
             if view == "skeleton":
                 raw["skeleton"] = read_rows(g["keypoints"], r, store=self.paths[view], stage="train_teacher")
                 raw["skeleton_img_hw"] = read_rows(g["img_hw"], r, store=self.paths[view], stage="train_teacher")
+                raw["skeleton_clips"] = skeleton_clips(g, self.paths[view])
             else:
                 raw[view] = read_rows(g["frames"], r, store=self.paths[view], stage="train_teacher")
         return raw
