@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-NAMES = ["cache_reads", "merge_step", "spd_cost", "input_pipeline", "extraction", "memory", "pipeline_overhead", "data_inputs"]
+NAMES = ["cache_reads", "merge_step", "spd_cost", "input_pipeline", "extraction", "memory", "pipeline_overhead", "data_inputs", "clip_protocol"]
 
 
 def main(argv=None) -> int:

@@ -296,7 +296,7 @@ def dataset_config(config: dict, ds: str) -> dict:
 
 # ---------------------------------------------------------------- per-stage frozen settings
 # The `clips` keys each clip-cache view depends on (so a skeleton setting reruns only the skeleton cache)
-VIEW_KEYS = {"ego": ("num_frames", "size", "sampling", "stride"), "exo": ("num_frames", "size", "sampling", "stride"),
+VIEW_KEYS = {"ego": ("num_frames", "size", "width", "sampling", "stride"), "exo": ("num_frames", "size", "width", "sampling", "stride"),
              "skeleton": ("skeleton_frames", "skeleton_clips", "skeleton_sampling")}
 
 
@@ -306,6 +306,7 @@ class ClipSettings:
     num_frames, size, sampling, stride; skeleton: skeleton_frames); the rest stay None."""
     num_frames: int | None = None
     size: int | None = None
+    width: int | None = None   # cached frame width (RGB views); None: `size`, the centre square
     sampling: str | None = None
     stride: int | None = None
     skeleton_frames: int | None = None

@@ -1,12 +1,16 @@
 """Training and evaluation clips from the ego clip cache, with TimeSformer-style augmentation.
 
-Train view: the cached S x S clip resized to J x J, J uniform in `train_jitter` (the official
-256-320 short-side jitter, scaled), a random `input_size` crop, horizontal flip p = 0.5.
-Eval view: resized to train_jitter[0], centre crop (the official 256 -> 224 export view).
+Train view: the cached clip (S high, the frame's width or S wide) with its short side resized to
+J, J uniform in `train_jitter` (the official 256-320 short-side jitter, scaled), a random
+`input_size` crop anywhere in it, horizontal flip p = 0.5.
+Eval view: short side resized to train_jitter[0], then the centre crop (1 crop), or the left /
+centre / right crops along the long side (3 crops), as TimeSformer's `uniform_crop`.
 Randomness comes from (seed, epoch, sample), so it does not depend on workers or on resuming.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -58,24 +62,33 @@ class ClipSource:
 
 def make_view(frames: np.ndarray, settings: StudentSettings, *, train: bool, rng: np.random.Generator | None = None,
               crop: int = 1, mean=MEAN, std=STD) -> torch.Tensor:
-    """uint8 [T, S, S, 3] -> normalised float [3, T, I, I]. Eval crop 0 / 1 / 2: left, centre,
-    right along the width (the 3-crop test protocol), vertically centred."""
+    """uint8 [T, H, W, 3] -> normalised float [3, T, I, I]. The short side is resized to J (train:
+    uniform in train_jitter; eval: its low end), the long side in proportion. Train: a random I x I
+    crop anywhere in the frame, then a flip with p 0.5. Eval crop 0 / 1 / 2: first, centre, last
+    along the long side (left / centre / right of a landscape frame), centred across it, with the
+    centre at ceil((J' - I) / 2) as TimeSformer's `uniform_crop` (facebookresearch/TimeSformer,
+    timesformer/datasets/transform.py)."""
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255)
     I = settings.input_size
     lo, hi = settings.train_jitter
     J = int(rng.integers(lo, hi + 1)) if train else lo
     J = max(J, I)
-    if x.shape[-1] != J:
-        x = F.interpolate(x, size=(J, J), mode="bilinear", antialias=True, align_corners=False)
+    H, W = x.shape[-2:]
+    h, w = (J, max(J, round(J * W / H))) if H <= W else (max(J, round(J * H / W)), J)
+    if (h, w) != (H, W):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
     if train:
-        top, left = int(rng.integers(0, J - I + 1)), int(rng.integers(0, J - I + 1))
+        top, left = int(rng.integers(0, h - I + 1)), int(rng.integers(0, w - I + 1))
         x = x[..., top:top + I, left:left + I]
         if rng.random() < 0.5:
             x = x.flip(-1)
     else:
-        o = (J - I) // 2
-        left = (0, o, J - I)[crop]
-        x = x[..., o:o + I, left:left + I]
+        top, left = math.ceil((h - I) / 2), math.ceil((w - I) / 2)
+        if w >= h:
+            left = (0, left, w - I)[crop]
+        else:
+            top = (0, top, h - I)[crop]
+        x = x[..., top:top + I, left:left + I]
     x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     return x.transpose(0, 1).contiguous()
 

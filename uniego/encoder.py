@@ -49,7 +49,7 @@ class FramesSource:
 def decode_clip(video: str | Path, clips: ClipSettings, *, start: float = 0.0, end: float | None = None,
                 sample_id: str | None = None, stage: str = "embed") -> np.ndarray:
     """One clip ([start, end) seconds of `video`; default the whole video) decoded as the clip
-    cache decodes a segment: uint8 [clips.num_frames, clips.size, clips.size, 3]. A video or
+    cache decodes a segment: uint8 [clips.num_frames, clips.size, clips.width or clips.size, 3]. A video or
     segment shorter than the clip is a named error."""
     from uniego.video import open_video, read_frames, resize_crop
 
@@ -61,7 +61,7 @@ def decode_clip(video: str | Path, clips: ClipSettings, *, start: float = 0.0, e
         raise UniegoError(f"video {video} (sample {sid}): {have} frames in [{start:g}, {end:g}) s, but this encoder takes "
                           f"{clips.num_frames}-frame clips; give a longer video or segment", stage=stage)
     frames, _ = read_frames(video, sid, start, end, clips.num_frames, sampling=clips.sampling, stride=clips.stride, stage=stage)
-    return resize_crop(frames, clips.size)
+    return resize_crop(frames, clips.size, clips.width)
 
 
 def decode_windows(video: str | Path, clips: ClipSettings, centres, *, frame_step: int, sample_id: str | None = None,
@@ -106,10 +106,11 @@ class Encoder:
         from uniego.checkpoints import predict
 
         clips = self._clips(x)
-        bad = [c.shape for c in clips if c.shape != (self.clips.num_frames, self.clips.size, self.clips.size, 3)]
+        width = self.clips.width or self.clips.size
+        bad = [c.shape for c in clips if c.shape != (self.clips.num_frames, self.clips.size, width, 3)]
         if bad:
             raise UniegoError(f"clips of shape {bad[0]}: this encoder takes {self.clips.num_frames} frames of "
-                              f"{self.clips.size}x{self.clips.size} (decode them with Encoder.decode)", stage="embed")
+                              f"{self.clips.size}x{width} (decode them with Encoder.decode)", stage="embed")
         source = FramesSource(clips)
         views = (1,) if self.crops == 1 else (0, 1, 2)
         outputs = [predict(self.model, source, self.student, device=self.device, batch_size=self.batch_size, crop=c)

@@ -106,16 +106,19 @@ def read_frames(path: str, sample_id: str, start: float, end: float, num: int, *
     return frames, (idx / fps).astype(np.float32)
 
 
-def resize_crop(frames: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [T, H, W, 3] -> short side resized to `size` (bilinear, antialiased), centre crop size x size."""
+def resize_crop(frames: np.ndarray, size: int, width: int | None = None) -> np.ndarray:
+    """uint8 [T, H, W, 3] -> [T, size, width, 3]: resized (bilinear, antialiased) to cover size x width
+    with the aspect kept, then centre-cropped. `width` None: a size x size square (the short side
+    resized to `size`); a 16:9 frame with width = 16/9 size is kept whole."""
     T, H, W, _ = frames.shape
-    scale = size / min(H, W)
-    h, w = max(size, round(H * scale)), max(size, round(W * scale))
+    width = size if width is None else width
+    scale = max(size / H, width / W)
+    h, w = max(size, round(H * scale)), max(width, round(W * scale))
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     if (h, w) != (H, W):
         x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-    top, left = (h - size) // 2, (w - size) // 2
-    x = x[:, :, top:top + size, left:left + size]
+    top, left = (h - size) // 2, (w - width) // 2
+    x = x[:, :, top:top + size, left:left + width]
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 

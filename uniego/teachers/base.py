@@ -22,9 +22,19 @@ from uniego.errors import UniegoError
 from uniego.teachers.registry import ArchSpec, TeacherSpec
 
 
+def centre_square(frames: np.ndarray) -> np.ndarray:
+    """[T, H, W, 3] -> its centred square [T, m, m, 3], m = min(H, W): what a teacher sees of a
+    clip cache that keeps the whole frame width (`clips.width`), as of one that keeps the square."""
+    H, W = frames.shape[1:3]
+    m = min(H, W)
+    top, left = (H - m) // 2, (W - m) // 2
+    return frames[:, top:top + m, left:left + m]
+
+
 def frames_to_tensor(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> normalised float [T, 3, size, size] (bicubic, antialiased)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+    """uint8 [T, H, W, 3] -> normalised float [T, 3, size, size]: the centred square, resized
+    (bicubic, antialiased)."""
+    x = torch.from_numpy(np.ascontiguousarray(centre_square(frames))).permute(0, 3, 1, 2).float().div_(255)
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
     m = torch.tensor(mean).view(1, 3, 1, 1)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from uniego.errors import UniegoError
-from uniego.teachers.base import Teacher, frames_to_tensor
+from uniego.teachers.base import Teacher, centre_square, frames_to_tensor
 
 _TINY_TEXT = dict(context_length=16, vocab_size=100, width=32, heads=2, layers=1)
 
@@ -95,6 +95,6 @@ def skeleton_box(skeleton: np.ndarray, img_hw, crop_size: int, *, min_score: flo
 
 class SkEgoStandIn(SigLIPTeacher):
     def preprocess(self, sample: dict) -> dict:
-        frames = sample["exo"]
+        frames = centre_square(sample["exo"])   # the box is placed in the cached square
         t, l, b, r = skeleton_box(sample["skeleton"], sample["skeleton_img_hw"], frames.shape[1])
         return {"frames": frames_to_tensor(frames[:, t:b, l:r], self.input_size, self.arch.mean, self.arch.std)}

@@ -1,6 +1,7 @@
 """`uniego clips`: the decoded-clip cache `results/{ds}/clips/{view}.zarr` (decode once, read many).
 
-view ego / exo: `frames` (sample, frame, y, x, rgb) uint8, one clip per chunk, plus
+view ego / exo: `frames` (sample, frame, y, x, rgb) uint8 (clips.size high, clips.width wide: the
+whole frame, or the centre square when width is null), one clip per chunk, plus
 `frame_time` (s). view skeleton: `keypoints` (sample, frame, joint, coord) float32 (x, y in
 exo-video pixels, score) and `img_hw` (the exo frame size the pixels refer to).
 Decoding runs in DataLoader workers; the main process writes. Resumable per chunk.
@@ -31,7 +32,7 @@ def _as_is(item):
 
 
 def clip_arrays(view: str, settings: ClipSettings, temporal_views: int = 0) -> dict[str, ArraySpec]:
-    missing = [k for k in VIEW_KEYS[view] if getattr(settings, k) is None]
+    missing = [k for k in VIEW_KEYS[view] if getattr(settings, k) is None and k != "width"]   # width None: square
     if missing:
         raise UniegoError(f"clips settings for view {view} lack {', '.join(missing)}", stage="clips")
     if view == "skeleton":
@@ -39,12 +40,12 @@ def clip_arrays(view: str, settings: ClipSettings, temporal_views: int = 0) -> d
         return {"keypoints": ArraySpec((T, 17, 3), "float32", ("frame", "joint", "coord")),
                 "img_hw": ArraySpec((2,), "int32", ("hw",)),
                 "frame_time": ArraySpec((T,), "float32", ("frame",))}
-    T, S = settings.num_frames, settings.size
+    T, S, W = settings.num_frames, settings.size, settings.width or settings.size
     if temporal_views:
         V = temporal_views
-        return {"frames": ArraySpec((V, T, S, S, 3), "uint8", ("temporal_view", "frame", "y", "x", "rgb")),
+        return {"frames": ArraySpec((V, T, S, W, 3), "uint8", ("temporal_view", "frame", "y", "x", "rgb")),
                 "frame_time": ArraySpec((V, T), "float32", ("temporal_view", "frame"))}
-    return {"frames": ArraySpec((T, S, S, 3), "uint8", ("frame", "y", "x", "rgb")),
+    return {"frames": ArraySpec((T, S, W, 3), "uint8", ("frame", "y", "x", "rgb")),
             "frame_time": ArraySpec((T,), "float32", ("frame",))}
 
 
@@ -68,12 +69,12 @@ class _Decode(Dataset):
                 decoded = [read_frames(getattr(row, f"{self.view}_video"), row.sample_id, row.start, row.end,
                                        self.s.num_frames, sampling=self.s.sampling, stride=self.s.stride, view=v,
                                        views=self.views) for v in range(self.views)]
-                item = {"frames": np.stack([resize_crop(f, self.s.size) for f, _ in decoded]),
+                item = {"frames": np.stack([resize_crop(f, self.s.size, self.s.width) for f, _ in decoded]),
                         "frame_time": np.stack([t for _, t in decoded])}
             else:
                 frames, t = read_frames(getattr(row, f"{self.view}_video"), row.sample_id, row.start, row.end,
                                         self.s.num_frames, sampling=self.s.sampling, stride=self.s.stride)
-                item = {"frames": resize_crop(frames, self.s.size), "frame_time": t}
+                item = {"frames": resize_crop(frames, self.s.size, self.s.width), "frame_time": t}
             for k, v in item.items():
                 out.setdefault(k, []).append(v)
         return start, stop, {k: np.stack(v) for k, v in out.items()}
@@ -101,7 +102,7 @@ def build_clip_cache(manifest: str | Path, view: str, out: str | Path, settings:
              "temporal_views": temporal_views or None, "split": "test" if temporal_views else None,
              "manifest": str(manifest), "classes": classes, "code_version": code_version,
              "decoder": "decord" if view != "skeleton" else "numpy",
-             "resize": "short side -> size (bilinear, antialias), centre crop" if view != "skeleton" else None}
+             "resize": "cover size x width, aspect kept (bilinear, antialias), centre crop" if view != "skeleton" else None}
     writer = StoreWriter(out, sample_ids=table.sample_id, splits=table.split, labels=table.label, arrays=arrays,
                          attrs=attrs, chunk_samples=chunk_samples or (1 if view != "skeleton" else None), stage="clips")
     ranges = writer.pending()

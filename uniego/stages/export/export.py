@@ -69,10 +69,10 @@ def preprocessing(enc) -> dict:
     return {"clips": dict(enc.clips.__dict__), "input_size": enc.student.input_size, "eval_resize": resize,
             "mean": list(mean), "std": list(std), "crops": enc.crops,
             "steps": [f"sample clips.num_frames frames over the clip ({enc.clips.sampling}), resize them to "
-                      f"{enc.clips.size}x{enc.clips.size} (uniego.video.resize_crop)",
-                      f"scale to [0, 1], resize to {resize}x{resize} (bilinear, antialiased)",
-                      f"crop {enc.student.input_size}x{enc.student.input_size}: vertically centred; left, centre and right "
-                      "along the width (3 crops) or the centre only (1 crop)",
+                      f"{enc.clips.size}x{enc.clips.width or enc.clips.size} (uniego.video.resize_crop: cover, then centre crop)",
+                      f"scale to [0, 1], resize the short side to {resize}, the long side in proportion (bilinear, antialiased)",
+                      f"crop {enc.student.input_size}x{enc.student.input_size}: centred across the long side; first, centre "
+                      "and last along it (left, centre, right: 3 crops) or the centre only (1 crop)",
                       "normalise with mean / std per RGB channel; layout [B, 3, T, I, I]",
                       "feature: the mean over the crops of the CLS after the final norm; logits: their sum"]}
 

@@ -1,0 +1,110 @@
+"""The students' spatial protocol (issue 19): a clip cache that keeps the whole frame width
+(`clips.width`), training crops anywhere in the frame, and the test's left / centre / right crops
+across the full width; the teachers keep seeing the centre square."""
+
+import numpy as np
+import pytest
+
+from uniego.config import ClipSettings, parse_student
+from uniego.data import make_view
+from uniego.video import resize_crop
+
+STUDENT = parse_student({"arch": "timesformer_test", "init": "random", "input_size": 32, "train_jitter": [40, 48]})
+
+
+def columns(T=2, H=40, W=72):
+    """Frames whose red channel is the column index and green the row index (values survive the crop)."""
+    f = np.zeros((T, H, W, 3), np.uint8)
+    f[..., 0] = np.arange(W)[None, None, :]
+    f[..., 1] = np.arange(H)[None, :, None]
+    return f
+
+
+def seen(view):
+    """(rows, columns) of the source frame a [3, T, I, I] view shows (mean 0, std 1 undone below)."""
+    x = view.numpy()[:, 0] * 255
+    return np.rint(x[1, :, 0]).astype(int), np.rint(x[0, 0, :]).astype(int)
+
+
+def test_test_crops_are_left_centre_right_across_the_full_width():
+    """Short side already at train_jitter[0] = 40 (no resize): the three crops of 32 start at column 0,
+    ceil((72 - 32) / 2) = 20 (TimeSformer's uniform_crop) and 72 - 32 = 40, each vertically centred."""
+    f = columns()
+    starts = []
+    for crop in (0, 1, 2):
+        rows, cols = seen(make_view(f, STUDENT, train=False, crop=crop, mean=(0, 0, 0), std=(1, 1, 1)))
+        assert rows.tolist() == list(range(4, 36))
+        assert cols.tolist() == list(range(cols[0], cols[0] + 32))
+        starts.append(int(cols[0]))
+    assert starts == [0, 20, 40]   # the first reaches the left edge, the last the right edge (column 71)
+    # a portrait frame: the crops go down its long side instead
+    p = columns(H=72, W=40)
+    tops = [seen(make_view(p, STUDENT, train=False, crop=c, mean=(0, 0, 0), std=(1, 1, 1)))[0][0] for c in (0, 1, 2)]
+    assert tops == [0, 20, 40]
+
+
+def test_training_crops_reach_both_frame_edges():
+    """Short side jittered in [40, 48] (the long side in proportion), a random 32 x 32 crop anywhere:
+    over many draws, crops touch the left and the right edge and the top and the bottom."""
+    f = columns()
+    left = right = top = bottom = False
+    for i in range(300):
+        v = make_view(f, STUDENT, train=True, rng=np.random.default_rng([0, i]), mean=(0, 0, 0), std=(1, 1, 1))
+        x = v.numpy()[:, 0] * 255
+        cols = x[0, 0, :]
+        rows = x[1, :, 0]
+        lo_col, hi_col = min(cols[0], cols[-1]), max(cols[0], cols[-1])   # a flipped crop runs right to left
+        left |= lo_col < 1.0
+        right |= hi_col > 70.0
+        top |= rows[0] < 1.0
+        bottom |= rows[-1] > 38.0
+    assert left and right and top and bottom
+
+
+def test_a_square_clip_is_viewed_as_before():
+    """With the centre square cached (width null) the views are those of the square protocol: resize
+    to J x J, a crop inside it; the cache's resize is the old short-side resize and centre crop."""
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (2, 40, 72, 3), dtype=np.uint8)
+    square = resize_crop(frames, 40)
+    assert square.shape == (2, 40, 40, 3) and np.array_equal(square, resize_crop(frames, 40, 40))
+    assert np.array_equal(square, frames[:, :, 16:56])   # short side already 40: the centre square, untouched
+    whole = resize_crop(frames, 40, 72)
+    assert np.array_equal(whole, frames)   # the whole frame at its own size
+    assert resize_crop(frames, 20, 36).shape == (2, 20, 36, 3)
+
+
+def test_teachers_see_the_centre_square_of_a_wide_cache():
+    import torch
+
+    from uniego.teachers.base import frames_to_tensor
+    frames = np.random.default_rng(1).integers(0, 256, (3, 40, 72, 3), dtype=np.uint8)
+    torch.testing.assert_close(frames_to_tensor(frames, 24, (0.5,) * 3, (0.25,) * 3),
+                               frames_to_tensor(np.ascontiguousarray(frames[:, :, 16:56]), 24, (0.5,) * 3, (0.25,) * 3))
+
+
+def test_a_wide_clip_cache_trains_and_tests_over_the_whole_frame(tiny_data, tmp_path):
+    """The tiny demo's ego videos are 64 x 84: a cache of size 48 and width 63 keeps the whole frame;
+    training and test views come from it, and `Encoder.decode` decodes a video as the cache does."""
+    import zarr
+
+    from uniego.data import ClipBatches, ClipSource
+    from uniego.encoder import decode_clip
+    from uniego.manifest import manifest_sha256, read_manifest
+    from uniego.stages.data.clips import build_clip_cache
+    settings = ClipSettings(num_frames=4, size=48, width=63, sampling="uniform", stride=2)
+    out = build_clip_cache(tiny_data["manifest"], "ego", tmp_path / "ego.zarr", settings, workers=0)
+    g = zarr.open_group(str(out), mode="r")
+    table, _ = read_manifest(tiny_data["manifest"])
+    assert g["frames"].shape == (len(table), 4, 48, 63, 3) and g.attrs["settings"]["width"] == 63
+    row = table.iloc[0]
+    assert np.array_equal(g["frames"][0], decode_clip(row.ego_video, settings, start=row.start, end=row.end, sample_id=row.sample_id))
+    source = ClipSource(str(out), table.sample_id, manifest_sha256=manifest_sha256(tiny_data["manifest"]),
+                        clip_settings=settings.used())
+    student = parse_student({"arch": "timesformer_test", "init": "random", "input_size": 32, "train_jitter": [40, 48]})
+    batch = ClipBatches(source, table.label, student, [np.arange(4)], epoch=0, seed=0, train=True)[0]
+    assert tuple(batch["clip"].shape) == (4, 3, 4, 32, 32)
+    with pytest.raises(Exception, match="settings"):   # a reader expecting the square cache refuses the wide one
+        ClipSource(str(out), table.sample_id, manifest_sha256=manifest_sha256(tiny_data["manifest"]),
+                   clip_settings=ClipSettings(num_frames=4, size=48, width=None, sampling="uniform", stride=2).used()
+                   | {"width": None})
