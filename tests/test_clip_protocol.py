@@ -108,3 +108,56 @@ def test_a_wide_clip_cache_trains_and_tests_over_the_whole_frame(tiny_data, tmp_
         ClipSource(str(out), table.sample_id, manifest_sha256=manifest_sha256(tiny_data["manifest"]),
                    clip_settings=ClipSettings(num_frames=4, size=48, width=None, sampling="uniform", stride=2).used()
                    | {"width": None})
+
+
+@pytest.mark.parametrize("sampling, pool", [("stride", 8), ("uniform", 8)])
+def test_training_clips_are_drawn_anew_each_epoch_from_the_pool(tiny_data, tmp_path, sampling, pool):
+    """`clips.pool`: the ego cache keeps `pool` frames per clip beside the test clip. Each epoch a
+    training clip is drawn from them: with stride sampling a window of consecutive pool frames inside
+    the segment (the centred window is the test clip, bit for bit); with uniform sampling every
+    (pool / T)-th pool frame from a random first one. Across epochs the windows differ."""
+    import zarr
+
+    from uniego.data import ClipBatches, ClipSource
+    from uniego.manifest import manifest_sha256, read_manifest
+    from uniego.stages.data.clips import build_clip_cache
+    settings = ClipSettings(num_frames=4, size=48, sampling=sampling, stride=2, pool=pool)
+    out = build_clip_cache(tiny_data["manifest"], "ego", tmp_path / "ego.zarr", settings, workers=0)
+    g = zarr.open_group(str(out), mode="r")
+    table, _ = read_manifest(tiny_data["manifest"])
+    assert g["pool_frames"].shape == (len(table), pool, 48, 48, 3) and g["pool_time"].shape == (len(table), pool)
+    source = ClipSource(str(out), table.sample_id, manifest_sha256=manifest_sha256(tiny_data["manifest"]), clip_settings=settings.used())
+    pool_frames, test_clip = np.asarray(g["pool_frames"][0]), np.asarray(g["frames"][0])
+    if sampling == "stride":
+        assert np.array_equal(pool_frames[2:6], test_clip)   # the centred window of the pool is the test clip
+        candidates = [pool_frames[s:s + 4] for s in range(pool - 4 + 1)]
+    else:
+        candidates = [pool_frames[o::2] for o in range(2)]
+    drawn = set()
+    for epoch in range(12):
+        clip = source.train_clip(0, np.random.default_rng([0, epoch, 0]))
+        match = [k for k, c in enumerate(candidates) if np.array_equal(c, clip)]
+        assert match, epoch
+        drawn.add(match[0])
+    assert len(drawn) >= 2   # different temporal windows across epochs
+    # the training batches use them, the evaluation the test clip
+    student = parse_student({"arch": "timesformer_test", "init": "random", "input_size": 32, "train_jitter": [40, 48]})
+    a = ClipBatches(source, table.label, student, [np.arange(2)], epoch=0, seed=0, train=True)[0]["clip"]
+    b = ClipBatches(source, table.label, student, [np.arange(2)], epoch=1, seed=0, train=True)[0]["clip"]
+    assert a.shape == b.shape == (2, 3, 4, 32, 32) and not np.array_equal(a.numpy(), b.numpy())
+    assert "pool_frames" not in zarr.open_group(str(build_clip_cache(tiny_data["manifest"], "exo", tmp_path / "exo.zarr",
+                                                                       ClipSettings(num_frames=4, size=48, sampling=sampling,
+                                                                                    stride=2), workers=0)), mode="r")
+
+
+@pytest.mark.parametrize("clips, message", [
+    ({"pool": 12, "sampling": "uniform"}, "clips.pool 12 must be a multiple of clips.num_frames 8"),
+    ({"pool": 11, "sampling": "stride"}, "clips.pool 11 must be clips.num_frames 8 plus an even number"),
+])
+def test_a_pool_that_cannot_give_the_clips_fails_at_validation(clips, message):
+    from pathlib import Path
+
+    from uniego.config import load_yaml, merge_overlay, validate_config
+    from uniego.errors import UniegoError
+    with pytest.raises(UniegoError, match=message):
+        validate_config(merge_overlay(load_yaml(Path(__file__).parents[1] / "config.yaml"), {"clips": clips}))

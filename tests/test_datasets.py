@@ -220,6 +220,12 @@ def test_official_uniego_checkpoint_loads_with_the_same_logits(fixtures, tmp_pat
     clip = torch.randn(2, 3, 4, 48, 48)
     with torch.no_grad():
         assert torch.equal(ours(clip), source(clip))
+    import uniego
+
+    # issue 22: load_encoder takes an imported official checkpoint (its clip settings given)
+    enc = uniego.load_encoder(out, clips={"num_frames": 4, "size": 48, "sampling": "uniform", "stride": 2})
+    with torch.no_grad():
+        assert enc.classes == ["0", "1", "2"] and torch.equal(enc.model(clip), source(clip))
     clips = build_clip_cache(m, "ego", tmp_path / "ego.zarr", TINY_CLIPS, workers=0)
     r = evaluate_recognition(str(m), str(clips), str(out), str(tmp_path / "recognition.json"),
                              {"student": student, "eval": {"spatial_crops": 1, "temporal_clips": 1}})

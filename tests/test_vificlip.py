@@ -67,6 +67,21 @@ def test_vificlip_proxy_trains_through_the_cli(tiny_data, tmp_path):
     ck = torch.load(tmp_path / "p.pt", weights_only=True)
     assert "visual.transformer.resblocks.0.ln_1.weight" in ck["encoder"] and tuple(ck["proj"]["weight"].shape) == (16, 32)
     assert ProxyModel(build_student(parse_student(TINY), 9, num_frames=4), 16, "student").proj.weight.shape == (16, 32)
+    # issue 22: load_encoder takes the ViFi-CLIP proxy; its features are the mean over the three test crops
+    import numpy as np
+    import zarr
+
+    import uniego
+    from uniego.data import make_view
+    enc = uniego.load_encoder(tmp_path / "p.pt", clips={"num_frames": 4, "size": 48, "sampling": "uniform", "stride": 2})
+    clips = np.asarray(zarr.open_group(tiny_data["clips"]["ego"], mode="r")["frames"][:3])
+    feats, logits = enc.forward_clips(clips)
+    assert feats.shape == (3, 32) and logits.shape == (3, 9)
+    with torch.inference_mode():
+        views = [torch.stack([make_view(c, enc.student, train=False, crop=k, mean=CLIP_MEAN, std=student_norm("vificlip_test")[1])
+                              for c in clips]) for k in range(3)]
+        want = torch.stack([enc.model.forward_features(v) for v in views]).mean(0)
+    np.testing.assert_allclose(feats, want.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_vificlip_students_merge_layerwise_and_distil(tiny_data, tmp_path):

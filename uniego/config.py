@@ -158,6 +158,15 @@ def _section_checks(c: dict) -> list[str]:
                             "have the same length: one factor per step")
         elif t["lr_steps"][:1] != [0] or any(b <= a for a, b in zip(t["lr_steps"], t["lr_steps"][1:])):
             problems.append(f"{section}.lr_steps {t['lr_steps']} must start at 0 and increase")
+    clips = c.get("clips") or {}
+    if clips.get("pool") is not None:
+        P, T = clips["pool"], clips["num_frames"]
+        if clips["sampling"] == "uniform" and P % T:
+            problems.append(f"clips.pool {P} must be a multiple of clips.num_frames {T} with uniform sampling: the training "
+                            "clip takes every (pool / num_frames)-th pool frame from a random first one")
+        if clips["sampling"] == "stride" and (P < T or (P - T) % 2):
+            problems.append(f"clips.pool {P} must be clips.num_frames {T} plus an even number with stride sampling: the "
+                            "pool's centred window is the test clip")
     lo, hi = c["student"]["train_jitter"]
     if lo > hi:
         problems.append(f"student.train_jitter {[lo, hi]}: the short side's range must be [low, high]")
@@ -296,7 +305,7 @@ def dataset_config(config: dict, ds: str) -> dict:
 
 # ---------------------------------------------------------------- per-stage frozen settings
 # The `clips` keys each clip-cache view depends on (so a skeleton setting reruns only the skeleton cache)
-VIEW_KEYS = {"ego": ("num_frames", "size", "width", "sampling", "stride"), "exo": ("num_frames", "size", "width", "sampling", "stride"),
+VIEW_KEYS = {"ego": ("num_frames", "size", "width", "sampling", "stride", "pool"), "exo": ("num_frames", "size", "width", "sampling", "stride"),
              "skeleton": ("skeleton_frames", "skeleton_clips", "skeleton_sampling")}
 
 
@@ -307,6 +316,7 @@ class ClipSettings:
     num_frames: int | None = None
     size: int | None = None
     width: int | None = None   # cached frame width (RGB views); None: `size`, the centre square
+    pool: int | None = None    # ego view: frames kept for the students' random training clips; None: the fixed clip
     sampling: str | None = None
     stride: int | None = None
     skeleton_frames: int | None = None

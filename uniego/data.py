@@ -47,7 +47,9 @@ class ClipSource:
             raise UniegoError(f"clip cache {clips_path} has temporal views {views}; asked for view {temporal_view}", stage=stage)
         self.temporal_view = temporal_view
         self.num_frames = g["frames"].shape[1 if views is None else 2]
-        self._frames = None
+        self.pool = g["pool_frames"].shape[1] if "pool_frames" in g else None   # training clips drawn from it
+        self.sampling = (g.attrs.get("settings") or {}).get("sampling")
+        self._frames = self._pool = None
 
     def __len__(self):
         return len(self.rows)
@@ -58,6 +60,31 @@ class ClipSource:
         row = int(self.rows[i])
         return read_rows(self._frames, row if self.temporal_view is None else (row, self.temporal_view), store=self.path,
                          stage=self.stage)
+
+    def train_clip(self, i: int, rng: np.random.Generator) -> np.ndarray:
+        """A training clip of sample i drawn anew from its pool (`clips.pool`), [T, S, W, 3]:
+        - stride sampling: a random window of T consecutive pool frames (the pool's frames are
+          `stride` apart) among the windows that lie inside the segment (no frame repeated by the
+          clamp at its ends); a segment shorter than one window gives the centred window, which is
+          the test clip;
+        - uniform sampling: every m-th pool frame (m = pool / T) from a random first one in
+          [0, m): one frame from each of the T equal bins of the segment, at a random place in it.
+        Without a pool: the fixed clip (`self[i]`)."""
+        if self.pool is None:
+            return self[i]
+        if self._pool is None:   # opened per worker process
+            g = zarr_module().open_group(self.path, mode="r", use_consolidated=False)
+            self._pool, self._pool_time = g["pool_frames"], g["pool_time"]
+        row, T, P = int(self.rows[i]), self.num_frames, self.pool
+        if self.sampling == "uniform":
+            m = P // T
+            first = int(rng.integers(0, m))
+            return read_rows(self._pool, (row, slice(first, first + m * T, m)), store=self.path, stage=self.stage)
+        times = read_rows(self._pool_time, row, store=self.path, stage=self.stage)
+        distinct = np.diff(times) > 0   # False where the clamp repeated a frame
+        inside = [s for s in range(P - T + 1) if distinct[s:s + T - 1].all()]
+        s = int(inside[rng.integers(0, len(inside))]) if inside else (P - T) // 2
+        return read_rows(self._pool, (row, slice(s, s + T)), store=self.path, stage=self.stage)
 
 
 def make_view(frames: np.ndarray, settings: StudentSettings, *, train: bool, rng: np.random.Generator | None = None,
@@ -110,7 +137,8 @@ class ClipBatches(Dataset):
         clips = []
         for i in idx:
             rng = np.random.default_rng([self.seed, self.epoch, int(i)]) if self.train else None
-            clips.append(make_view(self.source[int(i)], self.s, train=self.train, rng=rng, crop=self.crop, mean=mean, std=std))
+            frames = self.source.train_clip(int(i), rng) if self.train else self.source[int(i)]
+            clips.append(make_view(frames, self.s, train=self.train, rng=rng, crop=self.crop, mean=mean, std=std))
         return {"clip": torch.stack(clips), "label": torch.as_tensor(self.labels[idx], dtype=torch.long),
                 "index": torch.as_tensor(np.asarray(idx), dtype=torch.long)}
 

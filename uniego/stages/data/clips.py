@@ -32,7 +32,7 @@ def _as_is(item):
 
 
 def clip_arrays(view: str, settings: ClipSettings, temporal_views: int = 0) -> dict[str, ArraySpec]:
-    missing = [k for k in VIEW_KEYS[view] if getattr(settings, k) is None and k != "width"]   # width None: square
+    missing = [k for k in VIEW_KEYS[view] if getattr(settings, k) is None and k not in ("width", "pool")]   # optional
     if missing:
         raise UniegoError(f"clips settings for view {view} lack {', '.join(missing)}", stage="clips")
     if view == "skeleton":
@@ -45,8 +45,13 @@ def clip_arrays(view: str, settings: ClipSettings, temporal_views: int = 0) -> d
         V = temporal_views
         return {"frames": ArraySpec((V, T, S, W, 3), "uint8", ("temporal_view", "frame", "y", "x", "rgb")),
                 "frame_time": ArraySpec((V, T), "float32", ("temporal_view", "frame"))}
-    return {"frames": ArraySpec((T, S, W, 3), "uint8", ("frame", "y", "x", "rgb")),
-            "frame_time": ArraySpec((T,), "float32", ("frame",))}
+    arrays = {"frames": ArraySpec((T, S, W, 3), "uint8", ("frame", "y", "x", "rgb")),
+              "frame_time": ArraySpec((T,), "float32", ("frame",))}
+    if view == "ego" and settings.pool:   # the students' training clips are drawn from these
+        P = settings.pool
+        arrays |= {"pool_frames": ArraySpec((P, S, W, 3), "uint8", ("pool_frame", "y", "x", "rgb")),
+                   "pool_time": ArraySpec((P,), "float32", ("pool_frame",))}
+    return arrays
 
 
 class _Decode(Dataset):
@@ -75,6 +80,10 @@ class _Decode(Dataset):
                 frames, t = read_frames(getattr(row, f"{self.view}_video"), row.sample_id, row.start, row.end,
                                         self.s.num_frames, sampling=self.s.sampling, stride=self.s.stride)
                 item = {"frames": resize_crop(frames, self.s.size, self.s.width), "frame_time": t}
+                if self.view == "ego" and self.s.pool:
+                    pool, pt = read_frames(row.ego_video, row.sample_id, row.start, row.end, self.s.pool,
+                                           sampling=self.s.sampling, stride=self.s.stride)
+                    item |= {"pool_frames": resize_crop(pool, self.s.size, self.s.width), "pool_time": pt}
             for k, v in item.items():
                 out.setdefault(k, []).append(v)
         return start, stop, {k: np.stack(v) for k, v in out.items()}
