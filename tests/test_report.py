@@ -171,3 +171,26 @@ def test_exo_cue_verdict_calls_a_tie_a_tie():
     assert exo_cue_verdict(37.50000158945719, 37.50000190734863) == "UNIEGO ties the ego baseline on them"
     assert exo_cue_verdict(37.6, 37.5) == "UNIEGO beats the ego baseline on them"
     assert exo_cue_verdict(37.4, 37.5) == "UNIEGO does not beat the ego baseline on them"
+
+
+def test_the_ablation_table_says_what_each_spd_run_used():
+    """Issue 19: each SPD ablation row shows the start, k and rule, and the filters and normalisation
+    it ran with (from the evaluation JSON, which copies the checkpoint's `spd`), so the filters of
+    `fidelity: official` are visible where they apply."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from uniego.report import ablation_section
+    paper = {"init": "model", "k": 1, "mode": "topk", "student_ce_filter": False, "ce_cap": None, "normalize": "paper", "micro_batch": None}
+    official = {**paper, "student_ce_filter": True, "ce_cap": 4.0, "normalize": "official", "micro_batch": 2}
+    with tempfile.TemporaryDirectory() as d:
+        files = []
+        for name, spd in (("ablation_k2", {**paper, "k": 2}), ("ablation_all_proxies", {**official, "mode": "all"})):
+            p = Path(d) / f"{name}.json"
+            p.write_text(json.dumps({"model": name, "top1": 50.0, "top5": 90.0, "spd": spd}))
+            files.append(str(p))
+        text = "\n".join(ablation_section(files, {"uniego": {"top1": 60.0, "top5": 95.0, "spd": paper}}))
+    assert "| uniego (as configured) | 60.00 | 95.00 | model | 1 topk | no | - | paper |" in text
+    assert "| ablation_k2 | 50.00 | 90.00 | model | 2 topk | no | - | paper |" in text
+    assert "| ablation_all_proxies | 50.00 | 90.00 | model | 1 all | yes | 4 | official / 2 clips |" in text

@@ -61,6 +61,8 @@ def evaluate_recognition(manifest: str, clips: str, model: str, out: str, settin
               "per_class": dict(zip(classes, per_class_accuracy(logits, y, len(classes)))), "code_version": code_version}
     if obj["meta"].get("kind") == "merged":
         result["merge"] = merge_summary(obj["meta"])
+    if isinstance(obj["meta"].get("spd"), dict):   # what SPD ran with: the report's ablation table shows it
+        result["spd"] = obj["meta"]["spd"]
     if retrieval_out:
         features = sum(h for h, _ in outputs) / len(outputs)
         if np.bincount(y).max() > 1:
