@@ -40,6 +40,15 @@ def test_cka_analysis_matches_direct_cka_on_the_train_samples(tiny_data, tmp_pat
     assert r["teacher_cka"][0][1] == pytest.approx(linear_cka(raw["a"][0], raw["b"][0]), rel=1e-4)
     assert r["proxy_cka"][1][2] == pytest.approx(linear_cka(raw["b"][1], raw["c"][1]), rel=1e-4)
     assert r["proxy_vs_own_teacher"]["a"] == pytest.approx(linear_cka(raw["a"][0], raw["a"][1]), rel=1e-4)
+    # every proxy against every teacher (issue 19: does each proxy end closest to its own teacher?)
+    assert r["proxy_vs_teacher"][2][0] == pytest.approx(linear_cka(raw["c"][1], raw["a"][0]), rel=1e-4)
+    assert [r["proxy_vs_teacher"][i][i] for i in range(3)] == pytest.approx([r["proxy_vs_own_teacher"][n] for n in "abc"])
+    best = {p: "abc"[int(np.argmax(r["proxy_vs_teacher"][i]))] for i, p in enumerate("abc")}
+    assert r["closest_teacher"] == best and r["closest_is_own"] == sum(best[p] == p for p in "abc")
+    from uniego.report import cka_section
+    text = "\n".join(cka_section(str(tmp_path / "cka.json"), tmp_path))
+    assert f"{r['closest_is_own']} of 3 proxies are closest to their own teacher" in text
+    assert f"| a | {r['proxy_vs_own_teacher']['a']:.3f} | {best['a']} (" in text
     assert json.loads((tmp_path / "cka.json").read_text()) == r
     assert (tmp_path / "cka.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a subset is a seeded choice of train clips

@@ -100,8 +100,12 @@ def cka_analysis(manifest: str, teachers: dict[str, str], proxies: dict[str, str
         p_feats[name] = feats[pick].astype(np.float64)
     t_cka, p_cka = cka_matrix(t_feats), cka_matrix(p_feats)
     own = {n: linear_cka(t_feats[n], p_feats[n]) for n in names}
+    # every proxy against every teacher: does each proxy end closest to its own teacher? (issue 19)
+    cross = np.array([[linear_cka(p_feats[p], t_feats[t]) for t in names] for p in names])
+    closest = {p: names[int(np.argmax(cross[i]))] for i, p in enumerate(names)}
     result = {"teachers": names, "samples": len(ids), "split": "train", "teacher_cka": t_cka.tolist(),
-              "proxy_cka": p_cka.tolist(), "proxy_vs_own_teacher": own,
+              "proxy_cka": p_cka.tolist(), "proxy_vs_own_teacher": own, "proxy_vs_teacher": cross.tolist(),
+              "closest_teacher": closest, "closest_is_own": sum(closest[p] == p for p in names),
               "mean_offdiagonal_teachers": _mean_offdiag(t_cka), "mean_offdiagonal_proxies": _mean_offdiag(p_cka),
               "note": "linear CKA (feature-space form, centred, float64); teacher features averaged over frames"}
     plt = _plt()

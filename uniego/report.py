@@ -249,11 +249,23 @@ def exo_cue_section(classes: list[str], runs: dict, probe_items: list[str]) -> l
 def cka_section(path: str, out_dir: Path) -> list[str]:
     r = json.loads(Path(path).read_text())
     png = os.path.relpath(Path(path).with_suffix(".png"), out_dir)
-    lines = ["| proxy | CKA with its own teacher |", "|---|---:|"]
-    lines += [f"| {t} | {v:.3f} |" for t, v in r["proxy_vs_own_teacher"].items()]
+    names = r["teachers"]
+    if "proxy_vs_teacher" in r:
+        lines = ["| proxy | CKA with its own teacher | closest teacher (CKA) |", "|---|---:|---|"]
+        for i, p in enumerate(names):
+            row = r["proxy_vs_teacher"][i]
+            best = max(range(len(names)), key=lambda j: row[j])
+            lines.append(f"| {p} | {r['proxy_vs_own_teacher'][p]:.3f} | {names[best]} ({row[best]:.3f})"
+                         + (" (own)" if names[best] == p else "") + " |")
+        closest = (f" {r['closest_is_own']} of {len(names)} proxies are closest to their own teacher of all "
+                   f"{len(names)} teachers.")
+    else:
+        lines = ["| proxy | CKA with its own teacher |", "|---|---:|"]
+        lines += [f"| {t} | {v:.3f} |" for t, v in r["proxy_vs_own_teacher"].items()]
+        closest = ""
     return [f"## Representation similarity (paper Figure 3; {r['samples']} train clips)", "",
             f"Mean pairwise linear CKA: teachers {r['mean_offdiagonal_teachers']:.3f}, proxies "
-            f"{r['mean_offdiagonal_proxies']:.3f} (below the diagonal: teachers; above: proxies).", "",
+            f"{r['mean_offdiagonal_proxies']:.3f} (below the diagonal: teachers; above: proxies).{closest}", "",
             f"![CKA of teachers and proxies]({png})", "", "\n".join(lines), ""]
 
 
