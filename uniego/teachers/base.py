@@ -32,9 +32,9 @@ def centre_square(frames: np.ndarray) -> np.ndarray:
 
 
 def frames_to_tensor(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> normalised float [T, 3, size, size]: the centred square, resized
-    (bicubic, antialiased)."""
-    x = torch.from_numpy(np.ascontiguousarray(centre_square(frames))).permute(0, 3, 1, 2).float().div_(255)
+    """uint8 [T, H, W, 3] -> normalised float [T, 3, size, size] (bicubic, antialiased). A clip's
+    frames are given as their `centre_square`; a crop (Sk-Ego's skeleton box) as it is."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
     m = torch.tensor(mean).view(1, 3, 1, 1)

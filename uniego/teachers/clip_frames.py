@@ -66,7 +66,7 @@ class SigLIPTeacher(Teacher):
         self.visual = create_open_clip(arch, settings, self.input_size).visual  # text tower dropped
 
     def preprocess(self, sample: dict) -> dict:
-        return {"frames": frames_to_tensor(sample[self.spec.view], self.input_size, self.arch.mean, self.arch.std)}
+        return {"frames": frames_to_tensor(centre_square(sample[self.spec.view]), self.input_size, self.arch.mean, self.arch.std)}
 
     def forward(self, batch: dict) -> torch.Tensor:
         x = batch["frames"]

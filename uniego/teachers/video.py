@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from uniego.models import timesformer as tsf
-from uniego.teachers.base import Teacher, frames_to_tensor
+from uniego.teachers.base import Teacher, centre_square, frames_to_tensor
 
 
 class TimeSformerTeacher(Teacher):
@@ -29,7 +29,7 @@ class TimeSformerTeacher(Teacher):
             tsf.load_imagenet_vit(self.model, vit.state_dict(), source=settings.weights)
 
     def preprocess(self, sample: dict) -> dict:
-        x = frames_to_tensor(sample["exo"], self.input_size, self.arch.mean, self.arch.std)
+        x = frames_to_tensor(centre_square(sample["exo"]), self.input_size, self.arch.mean, self.arch.std)
         return {"clip": x.transpose(0, 1)}  # [3, T, S, S]
 
     def forward(self, batch: dict) -> torch.Tensor:

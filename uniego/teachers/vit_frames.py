@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from uniego.errors import UniegoError
-from uniego.teachers.base import Teacher, frames_to_tensor, strict_load
+from uniego.teachers.base import Teacher, centre_square, frames_to_tensor, strict_load
 
 
 def dinov2_resize_pos_embed(pos: torch.Tensor, grid: int) -> torch.Tensor:
@@ -80,7 +80,7 @@ class FrameViTTeacher(Teacher):
                 strict_load(self.model, state, settings.weights)
 
     def preprocess(self, sample: dict) -> dict:
-        return {"frames": frames_to_tensor(sample[self.spec.view], self.input_size, self.arch.mean, self.arch.std)}
+        return {"frames": frames_to_tensor(centre_square(sample[self.spec.view]), self.input_size, self.arch.mean, self.arch.std)}
 
     def forward(self, batch: dict) -> torch.Tensor:
         x = batch["frames"]  # [B, T, 3, S, S]
