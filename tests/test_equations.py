@@ -92,15 +92,19 @@ def transcription(h_u, z_u, h_p, z_p, y, S, bf, bl, bc, tau, normalize):
     return bc * total_cls / B + total_distill / denom
 
 
-@pytest.mark.parametrize("normalize", ["paper", "official"])
-@pytest.mark.parametrize("tau", [1.0, 2.0])
-def test_spd_loss_is_eq5_eq6(normalize, tau):
-    g = torch.Generator().manual_seed(1)
-    B, R, D, C = 6, 4, 8, 5
+def spd_inputs(seed, B, R, D, C):
+    """Random student and proxy features and logits, labels and a selection for eq. 5-6."""
+    g = torch.Generator().manual_seed(seed)
     h_u, z_u = torch.randn(B, D, generator=g), torch.randn(B, C, generator=g)
     h_p, z_p = torch.randn(R, B, D, generator=g), torch.randn(R, B, C, generator=g) * 2
     y = torch.randint(0, C, (B,), generator=g)
-    S = torch.rand(B, R, generator=g) > 0.5
+    return h_u, z_u, h_p, z_p, y, torch.rand(B, R, generator=g) > 0.5
+
+
+@pytest.mark.parametrize("normalize", ["paper", "official"])
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+def test_spd_loss_is_eq5_eq6(normalize, tau):
+    h_u, z_u, h_p, z_p, y, S = spd_inputs(1, B=6, R=4, D=8, C=5)
     S[0] = False  # one sample without a teacher
     out = spd_loss(h_u, z_u, h_p, z_p, y, S, beta_feat=5.0, beta_logit=2.0, beta_cls=1.0, tau=tau, normalize=normalize)
     ref = transcription(h_u, z_u, h_p, z_p, y, S, 5.0, 2.0, 1.0, tau, normalize)
@@ -112,12 +116,8 @@ def test_official_micro_batch_normalisation_is_the_per_gpu_transcription():
     """The official code (reference/official_uniego.md §4.4, §5.1): each GPU's micro-batch of 2 clips
     divides its distillation sum by its own count of samples with a selected proxy; the accumulated
     update is the mean of the micro-batch losses. Transcribed micro-batch by micro-batch."""
-    g = torch.Generator().manual_seed(4)
-    B, R, D, C = 8, 3, 6, 5
-    h_u, z_u = torch.randn(B, D, generator=g), torch.randn(B, C, generator=g)
-    h_p, z_p = torch.randn(R, B, D, generator=g), torch.randn(R, B, C, generator=g) * 2
-    y = torch.randint(0, C, (B,), generator=g)
-    S = torch.rand(B, R, generator=g) > 0.5
+    B = 8
+    h_u, z_u, h_p, z_p, y, S = spd_inputs(4, B=B, R=3, D=6, C=5)
     S[0], S[2], S[3] = False, False, False   # micro-batch 1: one distilled sample; micro-batch 2: none
     S[4, 0] = S[5, 1] = True
     per_gpu = [transcription(h_u[a:a + 2], z_u[a:a + 2], h_p[:, a:a + 2], z_p[:, a:a + 2], y[a:a + 2], S[a:a + 2], 5.0, 2.0, 1.0, 1.0,

@@ -49,6 +49,9 @@ class ClipSource:
         self.num_frames = g["frames"].shape[1 if views is None else 2]
         self.pool = g["pool_frames"].shape[1] if "pool_frames" in g else None   # training clips drawn from it
         self.sampling = (g.attrs.get("settings") or {}).get("sampling")
+        if self.pool is not None and self.sampling not in ("uniform", "stride"):
+            raise UniegoError(f"clip cache {clips_path} has a training pool but records no clip sampling (uniform | stride) "
+                              "in its settings: rebuild it", stage=stage)
         self._frames = self._pool = None
 
     def __len__(self):

@@ -17,6 +17,12 @@ import torch.nn.functional as F
 from uniego.errors import UniegoError
 
 
+def segment_rows(start: float, end: float, fps: float, n_frames: int) -> tuple[int, int]:
+    """The first and last frame index of [start, end) s in a sequence of n_frames at fps."""
+    first = max(0, int(math.floor(start * fps)))
+    return first, min(n_frames - 1, max(first, int(math.ceil(end * fps)) - 1))
+
+
 def frame_indices(start: float, end: float, fps: float, n_frames: int, num: int, *, sampling: str = "uniform",
                   stride: int = 1, view: int = 0, views: int = 1) -> np.ndarray:
     """Indices of the `num` frames a clip [start, end) samples from a video of n_frames at fps.
@@ -24,8 +30,7 @@ def frame_indices(start: float, end: float, fps: float, n_frames: int, num: int,
     Temporal view `view` of `views` (the multi-view test protocol): uniform sampling shifts
     every frame by (view + 0.5) / views of its bin; stride sampling places the window's centre
     at (view + 0.5) / views of the room the segment leaves. One view is the centred clip."""
-    first = max(0, int(math.floor(start * fps)))
-    last = min(n_frames - 1, max(first, int(math.ceil(end * fps)) - 1))
+    first, last = segment_rows(start, end, fps, n_frames)
     if not 0 <= view < views:
         raise ValueError(f"temporal view {view} of {views}")
     if sampling == "uniform":
@@ -212,8 +217,7 @@ def read_skeleton(path: str, sample_id: str, start: float, end: float, num: int,
                           f"{start:.3f} s", stage=stage)
     check_segment(path, sample_id, start - t0, end - t0, fps, kp.shape[0], stage=stage)
     if sampling == "pyskl":
-        first = max(0, int(math.floor(max(start - t0, 0.0) * fps)))
-        last = min(kp.shape[0] - 1, max(first, int(math.ceil((end - t0) * fps)) - 1))
+        first, last = segment_rows(max(start - t0, 0.0), end - t0, fps, kp.shape[0])
         idx = first + pyskl_test_indices(last - first + 1, num, clips)
     elif sampling == "uniform" and clips == 1:
         idx = frame_indices(max(start - t0, 0.0), end - t0, fps, kp.shape[0], num)
