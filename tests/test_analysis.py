@@ -1,6 +1,5 @@
 """The analyses of results/{ds}/analysis/: CKA of teachers and proxies, SPD selection."""
 
-import json
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import torch
 from uniego.analysis import cka_analysis, linear_cka, selection_analysis
 from uniego.cache import ArraySpec, StoreWriter
 from uniego.errors import UniegoError
+from uniego.io import read_json
 from uniego.manifest import manifest_sha256
 
 
@@ -49,7 +49,7 @@ def test_cka_analysis_matches_direct_cka_on_the_train_samples(tiny_data, tmp_pat
     text = "\n".join(cka_section(str(tmp_path / "cka.json"), tmp_path))
     assert f"{r['closest_is_own']} of 3 proxies are closest to their own teacher" in text
     assert f"| a | {r['proxy_vs_own_teacher']['a']:.3f} | {best['a']} (" in text
-    assert json.loads((tmp_path / "cka.json").read_text()) == r
+    assert read_json(tmp_path / "cka.json", stage="analysis") == r
     assert (tmp_path / "cka.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a subset is a seeded choice of train clips
     r2 = cka_analysis(str(tiny_data["manifest"]), teachers, proxies, str(tmp_path / "c2.json"), str(tmp_path / "c2.png"),

@@ -325,3 +325,27 @@ def test_a_damaged_manifest_is_named(tiny_data, tmp_path):
         original, original_classes = read_manifest(tiny_data["manifest"])
         assert got.equals(original) and got_classes == original_classes, at
     assert caught >= 20
+
+
+def test_a_changed_value_in_a_report_json_is_named(tmp_path):
+    """Issue 20: every JSON report carries a checksum of its content (uniego.io.atomic_write_json).
+    A digit changed after the pipeline wrote it, a damaged byte, or a report written by hand stops
+    `uniego report` with the file named, exit 2, and no report.md left behind."""
+    from uniego.io import atomic_write_json, read_json
+    p = tmp_path / "recognition.json"
+    atomic_write_json(p, {"model": "uniego", "top1": 61.11111111111111, "top5": 90.0, "n": 54, "views": "1x3"})
+    assert read_json(p, stage="report")["top1"] == 61.11111111111111   # floats read back exactly: the checksum holds
+    good = p.read_text()
+
+    def report(text):
+        p.write_text(text)
+        r = _uniego("report", "--recognition", p, "--out", tmp_path / "report.md")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "report.md").exists()
+        return r.stderr
+
+    assert f"report {p} does not match its checksum: a value was changed" in report(good.replace("61.11", "67.11"))
+    assert f"report {p} cannot be read (JSONDecodeError" in report(good.replace('"top5"', '"top5\x00'))
+    assert f"report {p} has no `checksum`" in report(json.dumps({"model": "uniego", "top1": 99.0, "top5": 99.0}))
+    p.write_text(good)
+    assert _uniego("report", "--recognition", p, "--out", tmp_path / "report.md").returncode == 0

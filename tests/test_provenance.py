@@ -6,7 +6,7 @@ from importlib.metadata import version
 import numpy as np
 import torch
 
-from uniego.io import atomic_torch_save
+from uniego.io import atomic_torch_save, atomic_write_json
 from uniego.provenance import PACKAGES, environment
 
 
@@ -41,7 +41,7 @@ def test_report_names_versions_and_machine(tmp_path):
     from uniego.report import write_report
 
     p = tmp_path / "r.json"
-    p.write_text(json.dumps({"model": "uniego", "top1": 50.0, "top5": 90.0, "n": 54, "views": "1x3"}))
+    atomic_write_json(p, ({"model": "uniego", "top1": 50.0, "top5": 90.0, "n": 54, "views": "1x3"}))
     text = write_report("demo", [str(p)], tmp_path / "report.md").read_text()
     env = environment()
     assert "## Environment" in text and f"torch {torch.__version__}" in text and f"av {version('av')}" in text

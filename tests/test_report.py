@@ -1,13 +1,13 @@
+from uniego.io import atomic_write_json
 from uniego.report import recognition_table, write_report
 
 
 def test_report_groups_models(tmp_path):
-    import json
     rows = {"uniego": 60.0, "baseline_ego": 40.0, "merge_model": 50.0, "proxy_exo_skl": 45.5}
     paths = []
     for name, top1 in rows.items():
         p = tmp_path / f"{name}.json"
-        p.write_text(json.dumps({"model": name, "top1": top1, "top5": 90.0, "n": 54, "views": "1x3"}))
+        atomic_write_json(p, ({"model": name, "top1": top1, "top5": 90.0, "n": 54, "views": "1x3"}))
         paths.append(str(p))
     out = write_report("demo", paths, tmp_path / "report.md")
     text = out.read_text()
@@ -18,11 +18,10 @@ def test_report_groups_models(tmp_path):
 
 
 def _write(tmp_path, seed, rows):
-    import json
     paths = []
     for name, top1 in rows.items():
         p = tmp_path / f"s{seed}_{name}.json"
-        p.write_text(json.dumps({"model": name, "top1": top1, "top5": top1 + 10, "n": 54, "views": "1x3"}))
+        atomic_write_json(p, ({"model": name, "top1": top1, "top5": top1 + 10, "n": 54, "views": "1x3"}))
         paths.append(f"{seed}={p}")
     return paths
 
@@ -48,7 +47,6 @@ def test_report_gives_every_seed_and_the_mean(tmp_path):
 
 
 def test_report_retrieval_and_segmentation_tables(tmp_path):
-    import json
     rec, ret, seg = [], [], []
     for seed, (u_map, e_map, u_f1) in enumerate([(0.50, 0.30, 40.0), (0.60, 0.40, 50.0)]):
         for name, m, f1 in (("uniego", u_map, u_f1), ("baseline_ego", e_map, 20.0)):
@@ -59,7 +57,7 @@ def test_report_retrieval_and_segmentation_tables(tmp_path):
                              "feature_stride": 2, "temporal_model": "MS-TCN 4x10x64", "train_videos": 4,
                              "test_videos": 2, "frames": 600, "background": []}, seg)):
                 p = tmp_path / f"{kind}{seed}{name}.json"
-                p.write_text(json.dumps(obj))
+                atomic_write_json(p, (obj))
                 bucket.append(f"{seed}={p}")
     text = write_report("demo", rec, tmp_path / "r.md", retrieval=ret, segmentation=seg).read_text()
     assert "## Video retrieval" in text and "| mAP | R@1 |" in text
@@ -69,15 +67,14 @@ def test_report_retrieval_and_segmentation_tables(tmp_path):
     assert "| uniego | 45.0 ± 7.1 | 45.0 ± 7.1 | 35.0 ± 7.1 | 60.0 ± 0.0 | 70.0 ± 0.0 |" in text
     # an undefined retrieval (no class with two test clips) prints n/a, never a number
     p = tmp_path / "none.json"
-    p.write_text(json.dumps({"model": "uniego", "mAP": None, "R@1": None, "feature": "CLS", "views": "1x3"}))
+    atomic_write_json(p, ({"model": "uniego", "mAP": None, "R@1": None, "feature": "CLS", "views": "1x3"}))
     text = write_report("demo", [rec[0]], tmp_path / "r2.md", retrieval=[f"0={p}"]).read_text()
     assert "| uniego | n/a | n/a |" in text
 
 
 def _result(tmp_path, seed, model, top1, **extra):
-    import json
     p = tmp_path / f"s{seed}_{model}.json"
-    p.write_text(json.dumps({"model": model, "top1": top1, "top5": 99.0, "n": 54, "views": "1x3", **extra}))
+    atomic_write_json(p, ({"model": model, "top1": top1, "top5": 99.0, "n": 54, "views": "1x3", **extra}))
     return f"{seed}={p}"
 
 
@@ -85,7 +82,6 @@ def test_report_compares_exo_cue_classes_and_checks_proposition_1(tmp_path):
     """Per-class accuracy of the ego baseline, naive MTD and UNIEGO on the exo-cue classes with
     the best exo teacher's probe (means over seeds), and the merge table: train CE of each merge
     against the best proxy's, and where alpha went."""
-    import json
     classes = ["squat", "arm_circle", "arm_circle_kickback"]
     paths, probes = [], []
     for seed, (ego, uni) in enumerate([((100.0, 40.0, 60.0), (100.0, 80.0, 70.0)), ((100.0, 50.0, 50.0), (100.0, 70.0, 90.0))]):
@@ -98,7 +94,7 @@ def test_report_compares_exo_cue_classes_and_checks_proposition_1(tmp_path):
                 "strategy": strategy, "alpha_mean": {"exo_skl": alpha[0], "ego_dino": alpha[1]}, "objective": objective,
                 "start": ["uniform", "best_proxy"][seed]}))
         p = tmp_path / f"probes{seed}.json"
-        p.write_text(json.dumps({"classes": classes, "chance": 33.3, "samples": {"train": 9, "val": 3, "test": 3},
+        atomic_write_json(p, ({"classes": classes, "chance": 33.3, "samples": {"train": 9, "val": 3, "test": 3},
                                  "teachers": {"exo_skl": {"top1": 90.0, "view": "exo", "per_class": [100.0, 90.0, 80.0]},
                                               "ego_dino": {"top1": 50.0, "view": "ego", "per_class": [100.0, 0.0, 0.0]}}}))
         probes.append(f"{seed}={p}")
@@ -139,7 +135,6 @@ def test_publish_copies_a_report_and_its_figures_unchanged(tmp_path, capsys):
 def test_report_names_exo_cue_classes_without_test_clips_and_mismatched_probes(tmp_path):
     """A configured exo-cue class with no test clip, and probes of different teachers across
     seeds, are named errors rather than a TypeError or KeyError deep in the report."""
-    import json
 
     import pytest
 
@@ -153,7 +148,7 @@ def test_report_names_exo_cue_classes_without_test_clips_and_mismatched_probes(t
         teachers = {"exo_skl": {"top1": 90.0, "view": "exo", "per_class": [100.0, None]}}
         if seed == 1:
             teachers["ego_dino"] = {"top1": 50.0, "view": "ego", "per_class": [100.0, None]}
-        p.write_text(json.dumps({"classes": classes, "chance": 50.0, "samples": {"train": 9, "val": 3, "test": 3},
+        atomic_write_json(p, ({"classes": classes, "chance": 50.0, "samples": {"train": 9, "val": 3, "test": 3},
                                  "teachers": teachers}))
         probes.append(f"{seed}={p}")
     with pytest.raises(UniegoError, match=r"\['arm_circle'\], which have no test clip in seed 0"):
@@ -177,7 +172,6 @@ def test_the_ablation_table_says_what_each_spd_run_used():
     """Issue 19: each SPD ablation row shows the start, k and rule, and the filters and normalisation
     it ran with (from the evaluation JSON, which copies the checkpoint's `spd`), so the filters of
     `fidelity: official` are visible where they apply."""
-    import json
     import tempfile
     from pathlib import Path
 
@@ -188,7 +182,7 @@ def test_the_ablation_table_says_what_each_spd_run_used():
         files = []
         for name, spd in (("ablation_k2", {**paper, "k": 2}), ("ablation_all_proxies", {**official, "mode": "all"})):
             p = Path(d) / f"{name}.json"
-            p.write_text(json.dumps({"model": name, "top1": 50.0, "top5": 90.0, "spd": spd}))
+            atomic_write_json(p, ({"model": name, "top1": 50.0, "top5": 90.0, "spd": spd}))
             files.append(str(p))
         text = "\n".join(ablation_section(files, {"uniego": {"top1": 60.0, "top5": 95.0, "spd": paper}}))
     assert "| uniego (as configured) | 60.00 | 95.00 | model | 1 topk | no | - | paper |" in text

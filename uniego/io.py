@@ -24,8 +24,44 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return path
 
 
+CHECKSUM_KEY = "checksum"
+
+
+def json_checksum(obj: dict) -> str:
+    """sha256 of a report's content without its own `checksum` key, in canonical JSON (sorted
+    keys, no spaces; floats as Python writes them, which read back exactly)."""
+    import hashlib
+
+    body = {k: v for k, v in obj.items() if k != CHECKSUM_KEY}
+    return "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def atomic_write_json(path: str | Path, obj) -> Path:
+    """A JSON report, atomically. A dict gains a `checksum` of its content, which `read_json`
+    checks, so a value edited or damaged after the pipeline wrote it is an error, not a number."""
+    if isinstance(obj, dict):
+        obj = {**{k: v for k, v in obj.items() if k != CHECKSUM_KEY}, CHECKSUM_KEY: json_checksum(obj)}
     return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: str | Path, *, stage: str, rebuild: str | None = None):
+    """A JSON report the pipeline wrote (`atomic_write_json`), its checksum verified. Unreadable,
+    damaged, edited or unchecksummed files raise UniegoError naming the file and how to remake it."""
+    from uniego.errors import UniegoError
+
+    path = Path(path)
+    remake = rebuild or f"delete it and rerun the target that needs it (snakemake rebuilds {path})"
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UniegoError(f"report {path} cannot be read ({type(e).__name__}: {e}); {remake}", stage=stage) from None
+    if not isinstance(obj, dict) or CHECKSUM_KEY not in obj:
+        raise UniegoError(f"report {path} has no `{CHECKSUM_KEY}`: it was not written by this version of the pipeline "
+                          f"(or was written by hand); {remake}", stage=stage)
+    if obj[CHECKSUM_KEY] != json_checksum(obj):
+        raise UniegoError(f"report {path} does not match its checksum: a value was changed after the pipeline wrote "
+                          f"it (edited or damaged); {remake}", stage=stage)
+    return {k: v for k, v in obj.items() if k != CHECKSUM_KEY}
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:

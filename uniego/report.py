@@ -7,13 +7,12 @@ paper's ordering UNIEGO > naive MTD > ego baseline holds in mean top-1.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from pathlib import Path
 
 from uniego.errors import UniegoError
-from uniego.io import atomic_write_text
+from uniego.io import atomic_write_text, read_json
 
 GROUPS = [("UNIEGO", ("uniego",)), ("Baselines", ("baseline_",)), ("Merged initialisations (before SPD)", ("merge_",)),
           ("Level-I proxies", ("proxy_",)), ("SPD ablations", ("ablation_",))]
@@ -107,12 +106,12 @@ def metric_table(runs: dict, keys: list[str], *, scale: float = 1.0, digits: int
 
 
 def _load(items: list[str]) -> dict:
-    return {seed: [json.loads(Path(p).read_text()) for p in files] for seed, files in parse_runs(items).items()}
+    return {seed: [read_json(p, stage="report") for p in files] for seed, files in parse_runs(items).items()}
 
 
 def probe_section(items: list[str]) -> list[str]:
     """Linear probes of every teacher's frozen features, per seed, with the mean and sd."""
-    runs = {seed: json.loads(Path(files[0]).read_text()) for seed, files in parse_runs(items).items()}
+    runs = {seed: read_json(files[0], stage="report") for seed, files in parse_runs(items).items()}
     first = next(iter(runs.values()))
     seeds = list(runs)
     head = "| teacher | view | stand-in trained by | " + " | ".join(f"seed {s}" if s is not None else "top-1" for s in seeds)
@@ -215,7 +214,7 @@ def exo_cue_section(classes: list[str], runs: dict, probe_items: list[str]) -> l
             if empty:
                 raise UniegoError(f"analysis.exo_cue_classes names {empty}, which have no test clip in seed {s}: "
                                   "choose classes present in the test split", stage="report")
-    probes = [json.loads(Path(files[0]).read_text()) for files in parse_runs(probe_items).values()]
+    probes = [read_json(files[0], stage="report") for files in parse_runs(probe_items).values()]
     exo = [t for t, r in probes[0]["teachers"].items() if r.get("view") in ("exo", "skeleton")] if probes else []
 
     def probe_mean(t, c):
@@ -247,7 +246,7 @@ def exo_cue_section(classes: list[str], runs: dict, probe_items: list[str]) -> l
 
 
 def cka_section(path: str, out_dir: Path) -> list[str]:
-    r = json.loads(Path(path).read_text())
+    r = read_json(path, stage="report")
     png = os.path.relpath(Path(path).with_suffix(".png"), out_dir)
     names = r["teachers"]
     if "proxy_vs_teacher" in r:
@@ -270,7 +269,7 @@ def cka_section(path: str, out_dir: Path) -> list[str]:
 
 
 def selection_section(path: str, out_dir: Path) -> list[str]:
-    r = json.loads(Path(path).read_text())
+    r = read_json(path, stage="report")
     png = os.path.relpath(Path(path).with_suffix(".png"), out_dir)
     teachers = r["teachers"]
     overall = ["| proxy | " + " | ".join(teachers) + " |", "|---|" + "---:|" * len(teachers),
@@ -283,7 +282,7 @@ def selection_section(path: str, out_dir: Path) -> list[str]:
 
 
 def conflict_section(path: str, out_dir: Path) -> list[str]:
-    r = json.loads(Path(path).read_text())
+    r = read_json(path, stage="report")
     png = os.path.relpath(Path(path).with_suffix(".png"), out_dir)
     lines = ["| model | mean conflict rate | first epoch | last epoch | mean cosine (last epoch) |", "|---|---:|---:|---:|---:|"]
     for m, c in r["models"].items():
@@ -306,7 +305,7 @@ def spd_cells(spd: dict | None) -> str:
 
 
 def ablation_section(files: list[str], main: dict) -> list[str]:
-    rows = [json.loads(Path(f).read_text()) for f in files]
+    rows = [read_json(f, stage="report") for f in files]
     lines = ["| SPD variant | top-1 | top-5 | start | k, rule | student-CE filter | CE cap | normalisation |",
              "|---|---:|---:|---|---|---|---|---|"]
     if "uniego" in main:

@@ -129,9 +129,14 @@ def diff_arrays(a: np.ndarray, b: np.ndarray, where: str, *, rtol: float = 0.0) 
 
 
 # ------------------------------------------------------------------------------- per file kind
+def _without_checksum(obj):
+    from uniego.io import CHECKSUM_KEY
+    return {k: v for k, v in obj.items() if k != CHECKSUM_KEY} if isinstance(obj, dict) else obj
+
+
 def _diff_metric_file(a: Path, b: Path, rtol: float) -> list[str]:
-    if a.suffix == ".json":
-        return diff_values(json.loads(a.read_text()), json.loads(b.read_text()), rtol=rtol)
+    if a.suffix == ".json":   # a report's checksum differs whenever a value does: compare the values
+        return diff_values(*(_without_checksum(json.loads(f.read_text())) for f in (a, b)), rtol=rtol)
     if a.suffix == ".jsonl":
         la, lb = a.read_text().splitlines(), b.read_text().splitlines()
         if len(la) != len(lb):

@@ -83,12 +83,12 @@ def strict_load(module: nn.Module, state: dict, source) -> None:
 def standin_training(weights: str) -> dict | None:
     """What a corpus-trained stand-in checkpoint learned from: its `{weights}.json` sidecar
     (written by `uniego pretrain`), summarised; None for any other weights."""
-    import json
+    from uniego.io import read_json
 
     side = Path(str(weights) + ".json")
     if weights == "random" or weights.startswith(("hub:", "import:")) or not side.is_file():
         return None
-    r = json.loads(side.read_text())
+    r = read_json(side, stage="extract", rebuild=f"rebuild the stand-in (snakemake --forcerun {weights})")
     return {"objective": r["objective"], "corpus": r["trained_on"], "epochs": sum(1 for h in r["history"] if h["epoch"] > 0),
             "final": r["history"][-1] if r["history"] else None, "code_version": r.get("code_version", "")}
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from uniego.encoder import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, load_encoder
 from uniego.errors import UniegoError
+from uniego.io import read_json
 from uniego.teachers.base import file_sha256
 from uniego.version import __version__
 
@@ -51,10 +52,7 @@ def _metrics(recognition: str | None, retrieval: str | None, segmentation: str |
                              ("segmentation", segmentation, ("F1@10", "F1@25", "F1@50", "Edit", "Acc", "test_videos"))):
         if not path:
             continue
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as e:
-            raise UniegoError(f"{kind} report {path} cannot be read ({e}); rebuild it (snakemake {path})", stage="export") from None
+        data = read_json(path, stage="export", rebuild=f"rebuild it (snakemake --forcerun {path})")
         out[kind] = {k: data[k] for k in keys if k in data}
         out[kind]["file"] = str(path)
     return out
