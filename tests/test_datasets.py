@@ -15,6 +15,7 @@ from tests import official_formats as F
 from tests.conftest import REPO, TINY_CLIPS, copy_workflow
 from uniego.datasets import build_manifest
 from uniego.errors import UniegoError
+from uniego.io import read_json
 from uniego.manifest import write_manifest
 from uniego.stages.data.check_data import check_data
 
@@ -145,7 +146,7 @@ def test_check_data_counts_and_names_every_problem(fixtures, tmp_path):
     report = check_data(s, "eef", out, skeletons=True)
     assert report["clips"] == 8 and report["per_split"] == {"test": 2, "train": 6} and report["videos"] == 8
     assert report["per_split_class"]["test"] == {"Left-side Knee Raise And Abdominal Muscles Contract": 1, "Push-ups": 1}
-    assert json.loads(out.read_text()) == report
+    assert read_json(out, stage="check-data") == report
     out.unlink()
     from pathlib import Path
     root = Path(s["root"])

@@ -1,6 +1,5 @@
 """Temporal action segmentation: session windows, dense features, MS-TCN, the scores."""
 
-import json
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import zarr
 
 from uniego.config import ComputeSettings, parse_student
 from uniego.errors import UniegoError
+from uniego.io import read_json
 from uniego.manifest import manifest_sha256
 from uniego.metrics import segmentation_scores
 from uniego.models.mstcn import MSTCN, mstcn_loss
@@ -96,7 +96,7 @@ def test_dense_features_and_segmentation_scores(sessions, tmp_path):
     assert g.attrs["manifest_sha256"] == sha
     out = tmp_path / "segmentation.json"
     res = train_and_score(sessions["path"], str(feats), str(out), {"segmentation": SEG, "seed": 0}, compute=CPU, name="m")
-    assert json.loads(out.read_text()) == res
+    assert read_json(out, stage="segmentation") == res
     # the scores are the MS-TCN evaluation of the saved frame predictions
     p = np.load(tmp_path / "segmentation.predictions.npz")
     names = [k[5:] for k in p.files if k.startswith("pred/")]

@@ -111,6 +111,13 @@ class Teacher(nn.Module):
     def feature_dim(self) -> int:
         return self.arch.feature_dim
 
+    def transform(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 frames [T, H, W, 3] -> [T, 3, h, w] by the original's eval transform
+        (`arch.transform`, uniego.teachers.transforms)."""
+        from uniego.teachers.transforms import apply
+
+        return apply(self.arch.transform, frames, self.input_size, self.arch.mean, self.arch.std)
+
     def weights_kind(self) -> str:
         """'random' | 'hub' | 'file' (a file must exist; its sha256 is recorded)."""
         w = self.settings.weights
@@ -140,6 +147,7 @@ class Teacher(nn.Module):
             "family": self.arch.family, "architecture": self.arch.name, "architecture_description": self.arch.description,
             "weights": self.settings.weights, "weights_sha256": self.weights_file_sha256,
             "state_sha256": state_sha256(self), "pooling": self.pooling, "input_size": self.input_size,
+            "transform": self.arch.transform,
             "mean": list(self.arch.mean), "std": list(self.arch.std), "feature_dim": self.feature_dim,
             "per_frame": self.arch.per_frame, "trained_on": standin_training(self.settings.weights),
         }

@@ -66,7 +66,7 @@ class SigLIPTeacher(Teacher):
         self.visual = create_open_clip(arch, settings, self.input_size).visual  # text tower dropped
 
     def preprocess(self, sample: dict) -> dict:
-        return {"frames": frames_to_tensor(centre_square(sample[self.spec.view]), self.input_size, self.arch.mean, self.arch.std)}
+        return {"frames": self.transform(sample[self.spec.view])}
 
     def forward(self, batch: dict) -> torch.Tensor:
         x = batch["frames"]
@@ -97,4 +97,7 @@ class SkEgoStandIn(SigLIPTeacher):
     def preprocess(self, sample: dict) -> dict:
         frames = centre_square(sample["exo"])   # the box is placed in the cached square
         t, l, b, r = skeleton_box(sample["skeleton"], sample["skeleton_img_hw"], frames.shape[1])
-        return {"frames": frames_to_tensor(frames[:, t:b, l:r], self.input_size, self.arch.mean, self.arch.std)}
+        box = frames[:, t:b, l:r]
+        if self.arch.transform == "square":   # the stand-in's own: the whole box, resized
+            return {"frames": frames_to_tensor(box, self.input_size, self.arch.mean, self.arch.std)}
+        return {"frames": self.transform(box)}   # open_clip's: short side, centre crop

@@ -42,6 +42,7 @@ class ArchSpec:
     poolings: tuple[str, ...]
     test: bool = False        # tiny variant for tests and the demo (random weights are fine)
     description: str = ""
+    transform: str = "square"  # the original's eval transform (uniego.teachers.transforms)
 
 
 TEACHERS: dict[str, TeacherSpec] = {}
@@ -90,12 +91,14 @@ for name, timm_name, dim in [("dinov2_vitl14", "vit_large_patch14_dinov2", 1024)
                              ("dinov2_vitb14", "vit_base_patch14_dinov2", 768),
                              ("dinov2_vits14", "vit_small_patch14_dinov2", 384)]:
     register_arch(ArchSpec(name, "dinov2", {"timm_name": timm_name}, dim, 224, IMAGENET_MEAN, IMAGENET_STD,
-                           True, "cls", _VIT_POOL, description=f"timm {timm_name} (DINOv2, original or timm weights)"))
+                           True, "cls", _VIT_POOL, description=f"timm {timm_name} (DINOv2, original or timm weights)",
+                           transform="dinov2"))
 for name, timm_name, dim in [("depth_anything_vitl", "vit_large_patch14_dinov2", 1024),
                              ("depth_anything_vits", "vit_small_patch14_dinov2", 384)]:
     register_arch(ArchSpec(name, "depth_anything", {"timm_name": timm_name}, dim, 224, IMAGENET_MEAN, IMAGENET_STD,
                            True, "patch_mean", _VIT_POOL,
-                           description="Depth Anything (V1/V2) DINOv2 encoder in timm; `pretrained.*` keys of the depth checkpoint"))
+                           description="Depth Anything (V1/V2) DINOv2 encoder in timm; `pretrained.*` keys of the depth checkpoint",
+                           transform="depth_anything"))
 _TINY_VIT = {"timm_name": "vit_small_patch14_dinov2", "embed_dim": 64, "num_heads": 2}
 register_arch(ArchSpec("dinov2_test", "dinov2", {**_TINY_VIT, "depth": 2}, 64, 56, IMAGENET_MEAN, IMAGENET_STD,
                        True, "cls", _VIT_POOL, test=True, description="tiny DINOv2-architecture ViT (tests, demo)"))
@@ -104,9 +107,11 @@ register_arch(ArchSpec("depth_anything_test", "depth_anything", {**_TINY_VIT, "d
                        description="tiny Depth-Anything-encoder ViT (tests, demo)"))
 
 register_arch(ArchSpec("siglip_so400m_384", "siglip", {"model_name": "ViT-SO400M-14-SigLIP-384"}, 1152, 384, HALF, HALF,
-                       True, "map", ("map",), description="open_clip ViT-SO400M-14-SigLIP-384 encode_image"))
+                       True, "map", ("map",), description="open_clip ViT-SO400M-14-SigLIP-384 encode_image",
+                       transform="open_clip_squash"))
 register_arch(ArchSpec("siglip_so400m_224", "siglip", {"model_name": "ViT-SO400M-14-SigLIP"}, 1152, 224, HALF, HALF,
-                       True, "map", ("map",), description="open_clip ViT-SO400M-14-SigLIP encode_image"))
+                       True, "map", ("map",), description="open_clip ViT-SO400M-14-SigLIP encode_image",
+                       transform="open_clip_squash"))
 register_arch(ArchSpec("siglip_test", "siglip", {"model_name": "ViT-B-16-SigLIP", "tiny": True}, 64, 56, HALF, HALF,
                        True, "map", ("map",), test=True,
                        description="tiny SigLIP-architecture open_clip model (MAP-pooled timm trunk)"))
@@ -126,7 +131,8 @@ register_arch(ArchSpec("stgcn_test", "stgcn", {"builder": "stgcn_test"}, 16, 0, 
 _SKEGO = "STAND-IN for Sk-Ego (code and weights unreleased): skeleton-guided crop of the exo frames through "
 register_arch(ArchSpec("skego_standin_vitb16", "skego", {"model_name": "ViT-B-16"}, 512, 224,
                        (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711),
-                       True, "cls", ("cls",), description=_SKEGO + "open_clip ViT-B/16 encode_image (512-d)"))
+                       True, "cls", ("cls",), description=_SKEGO + "open_clip ViT-B/16 encode_image (512-d)",
+                       transform="open_clip_shortest"))
 register_arch(ArchSpec("skego_standin_test", "skego", {"model_name": "ViT-B-16", "tiny": True}, 32, 32,
                        (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711),
                        True, "cls", ("cls",), test=True, description=_SKEGO + "a tiny open_clip ViT-B/16-architecture model"))

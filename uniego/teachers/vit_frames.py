@@ -15,23 +15,24 @@ import torch
 import torch.nn.functional as F
 
 from uniego.errors import UniegoError
-from uniego.teachers.base import Teacher, centre_square, frames_to_tensor, strict_load
+from uniego.teachers.base import Teacher, strict_load
 
 
-def dinov2_resize_pos_embed(pos: torch.Tensor, grid: int) -> torch.Tensor:
-    """[1, 1+G*G, D] -> [1, 1+grid*grid, D], as DINOv2's interpolate_pos_encoding (offset 0.1)."""
+def dinov2_resize_pos_embed(pos: torch.Tensor, grid: int | tuple[int, int]) -> torch.Tensor:
+    """[1, 1+G*G, D] -> [1, 1+h*w, D] for grid (h, w) (or grid x grid), as DINOv2's
+    interpolate_pos_encoding: bicubic with scale factors ((h + 0.1) / G, (w + 0.1) / G), no antialias."""
+    h, w = (grid, grid) if isinstance(grid, int) else grid
     n = pos.shape[1] - 1
     G = int(round(n ** 0.5))
     if G * G != n:
         raise UniegoError(f"pos_embed with {n} patch positions is not a square grid")
-    if G == grid:
+    if (G, G) == (h, w):
         return pos
     patch = pos[:, 1:].reshape(1, G, G, -1).permute(0, 3, 1, 2).float()
-    scale = (grid + 0.1) / G
-    patch = F.interpolate(patch, scale_factor=(scale, scale), mode="bicubic", antialias=False)
-    if patch.shape[-2:] != (grid, grid):
-        raise UniegoError(f"pos_embed resize from {G}x{G} gave {tuple(patch.shape[-2:])}, expected {grid}x{grid}")
-    return torch.cat([pos[:, :1], patch.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).to(pos.dtype)], dim=1)
+    patch = F.interpolate(patch, scale_factor=((h + 0.1) / G, (w + 0.1) / G), mode="bicubic", antialias=False)
+    if patch.shape[-2:] != (h, w):
+        raise UniegoError(f"pos_embed resize from {G}x{G} gave {tuple(patch.shape[-2:])}, expected {h}x{w}")
+    return torch.cat([pos[:, :1], patch.permute(0, 2, 3, 1).reshape(1, h * w, -1).to(pos.dtype)], dim=1)
 
 
 def convert_dinov2_checkpoint(state: dict, *, grid: int, family: str, source) -> dict:
@@ -69,23 +70,43 @@ class FrameViTTeacher(Teacher):
             # for a checkpoint file) rather than timm's: the CLS feature then equals the original model's
             native = timm.create_model(payload, pretrained=True, num_classes=0, **kwargs)
             state = native.state_dict()
-            state["pos_embed"] = dinov2_resize_pos_embed(state["pos_embed"], self.input_size // 14)
+            source_pos = state["pos_embed"]
+            state["pos_embed"] = dinov2_resize_pos_embed(source_pos, self.input_size // 14)
             self.model = timm.create_model(payload, pretrained=False, num_classes=0, img_size=self.input_size, **kwargs)
             strict_load(self.model, state, settings.weights)
         else:
             self.model = timm.create_model(timm_name, pretrained=False, num_classes=0, img_size=self.input_size, **kwargs)
+            source_pos = self.model.pos_embed.detach().clone()
             if kind == "file":
+                source_pos = payload.get("pretrained.pos_embed" if spec.family == "depth_anything" else "pos_embed", source_pos)
                 state = convert_dinov2_checkpoint(payload, grid=self.input_size // 14, family=spec.family,
                                                   source=settings.weights)
                 strict_load(self.model, state, settings.weights)
+        # the position embedding as the weights have it, resized per input grid by `tokens`
+        self.register_buffer("source_pos_embed", source_pos.detach().float().clone(), persistent=False)
+        self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def preprocess(self, sample: dict) -> dict:
-        return {"frames": frames_to_tensor(centre_square(sample[self.spec.view]), self.input_size, self.arch.mean, self.arch.std)}
+        return {"frames": self.transform(sample[self.spec.view])}
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] -> final-norm tokens [N, 1 + h*w, D]. A non-square input (Depth Anything
+        keeps the frame's aspect) gets the source position embedding resized to its grid the
+        DINOv2 way, as the original's `interpolate_pos_encoding` does per input."""
+        m = self.model
+        grid = (x.shape[-2] // 14, x.shape[-1] // 14)
+        if grid == tuple(m.patch_embed.grid_size):
+            return m.forward_features(x)
+        if grid not in self._pos_cache:
+            self._pos_cache[grid] = dinov2_resize_pos_embed(self.source_pos_embed, grid)
+        t = m.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        t = torch.cat([m.cls_token.expand(len(t), -1, -1), t], dim=1) + self._pos_cache[grid].to(t.dtype)
+        return m.norm(m.blocks(m.norm_pre(t)))
 
     def forward(self, batch: dict) -> torch.Tensor:
-        x = batch["frames"]  # [B, T, 3, S, S]
+        x = batch["frames"]  # [B, T, 3, H, W]
         B, T = x.shape[:2]
-        tokens = self.model.forward_features(x.flatten(0, 1))  # final norm applied
+        tokens = self.tokens(x.flatten(0, 1))  # final norm applied
         if self.pooling == "cls":
             feat = tokens[:, 0]
         else:
