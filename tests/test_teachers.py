@@ -204,6 +204,14 @@ def test_skego_crop_follows_the_skeleton():
     # joints span y 12..52 px of a 64x84 frame -> 9..39 in the 48-px crop; x is the centre (24)
     assert t <= 9 - 3 and b >= 39 + 3 and l < 24 < r  # covers head to ankles with a margin
     assert (b - t) == (r - l)  # square (not clipped here)
+    # a wide cache (clips.width): the box sits over the joints anywhere in the whole frame, here at the
+    # right edge of a 64 x 112 video cached at 32 x 56 (scale 1/2), outside the centre 32 x 32 square
+    sk[..., 0], sk[..., 1] = 100.0, 32.0
+    sk[0, 0, :2], sk[0, 15, :2] = (100, 20), (100, 44)
+    t, l, b, r = skeleton_box(sk, (64, 112), (32, 56))
+    # joints at x 50, y 10..22 of the cache: half-side 6 * 1.15 + 2 = 8.9 around (50, 16), clipped at the
+    # right edge; the centre square spans x 12..44, so the old square-only box could not reach them
+    assert (t, l, b, r) == (7, 41, 25, 56)
     sk[..., 2] = 0.1
     with pytest.raises(UniegoError, match="confidence"):
         skeleton_box(sk, (64, 84), 48)

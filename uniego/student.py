@@ -91,16 +91,21 @@ def _build_vificlip(settings: StudentSettings, num_classes: int) -> vificlip.ViF
 
 class ProxyModel(nn.Module):
     """encoder (TimeSformer + head) and the eq.-1 projection `proj`:
-    projection 'teacher': Linear(D_teacher -> D_student) on the teacher feature (paper);
+    projection 'teacher': Linear(D_teacher -> D_student) on the teacher feature, learned (paper);
+    projection 'teacher_frozen': the same Linear at its seeded random init, never trained, so
+        the target cannot collapse to a constant that the CLS matches trivially (docs/method.md);
     projection 'student': Linear(D_student -> D_teacher) on the student CLS (official code)."""
 
     def __init__(self, encoder: tsf.TimeSformer, teacher_dim: int, projection: str):
         super().__init__()
         self.encoder, self.projection = encoder, projection
         d = encoder.embed_dim
-        self.proj = nn.Linear(teacher_dim, d) if projection == "teacher" else nn.Linear(d, teacher_dim)
+        teacher_side = projection in ("teacher", "teacher_frozen")
+        self.proj = nn.Linear(teacher_dim, d) if teacher_side else nn.Linear(d, teacher_dim)
         nn.init.trunc_normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
+        if projection == "teacher_frozen":
+            self.proj.requires_grad_(False)
 
     def forward(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """clip [B, 3, T, H, W] -> (h [B, D] CLS after the final norm, logits [B, C])."""
@@ -109,4 +114,4 @@ class ProxyModel(nn.Module):
 
     def align(self, h: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two sides of eq. 1's cosine term, in a common space."""
-        return (h, self.proj(teacher)) if self.projection == "teacher" else (self.proj(h), teacher)
+        return (self.proj(h), teacher) if self.projection == "student" else (h, self.proj(teacher))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from uniego.errors import UniegoError
-from uniego.teachers.base import Teacher, centre_square, frames_to_tensor
+from uniego.teachers.base import Teacher, frames_to_tensor
 
 _TINY_TEXT = dict(context_length=16, vocab_size=100, width=32, heads=2, layers=1)
 
@@ -74,29 +74,32 @@ class SigLIPTeacher(Teacher):
         return self.visual(x.flatten(0, 1)).reshape(B, T, -1)
 
 
-def skeleton_box(skeleton: np.ndarray, img_hw, crop_size: int, *, min_score: float = 0.3,
+def skeleton_box(skeleton: np.ndarray, img_hw, frame_hw: int | tuple[int, int], *, min_score: float = 0.3,
                  margin: float = 0.15) -> tuple[int, int, int, int]:
-    """Square box (top, left, bottom, right) in the cached exo frame (img_hw short side resized
-    to crop_size, centre-cropped) around the clip's confident joints, with a margin."""
+    """Square box (top, left, bottom, right) in the cached exo frame around the clip's confident
+    joints, with a margin. The video (img_hw) was resized to cover frame_hw (h, w; an int: the
+    square the demo caches) and centre-cropped, as the clip cache does (uniego.video.resize_crop);
+    the box is clipped to the frame."""
     h, w = img_hw
+    fh, fw = (frame_hw, frame_hw) if isinstance(frame_hw, (int, np.integer)) else frame_hw
     pts = skeleton[..., :2][skeleton[..., 2] >= min_score]
     if len(pts) == 0:
         raise UniegoError("no skeleton joint reaches the confidence threshold; cannot place the Sk-Ego crop")
-    scale = crop_size / min(h, w)
-    off = np.array([(w * scale - crop_size) / 2, (h * scale - crop_size) / 2])
+    scale = max(fh / h, fw / w)
+    off = np.array([(w * scale - fw) / 2, (h * scale - fh) / 2])
     pts = pts * scale - off
     lo, hi = pts.min(0), pts.max(0)
     centre, half = (lo + hi) / 2, (hi - lo).max() / 2 * (1 + margin) + 2
     t, l = int(np.floor(centre[1] - half)), int(np.floor(centre[0] - half))
     b, r = int(np.ceil(centre[1] + half)), int(np.ceil(centre[0] + half))
     t, l = max(t, 0), max(l, 0)
-    return t, l, min(max(b, t + 2), crop_size), min(max(r, l + 2), crop_size)
+    return t, l, min(max(b, t + 2), fh), min(max(r, l + 2), fw)
 
 
 class SkEgoStandIn(SigLIPTeacher):
     def preprocess(self, sample: dict) -> dict:
-        frames = centre_square(sample["exo"])   # the box is placed in the cached square
-        t, l, b, r = skeleton_box(sample["skeleton"], sample["skeleton_img_hw"], frames.shape[1])
+        frames = sample["exo"]   # the box is placed in the whole cached frame
+        t, l, b, r = skeleton_box(sample["skeleton"], sample["skeleton_img_hw"], frames.shape[1:3])
         box = frames[:, t:b, l:r]
         if self.arch.transform == "square":   # the stand-in's own: the whole box, resized
             return {"frames": frames_to_tensor(box, self.input_size, self.arch.mean, self.arch.std)}
