@@ -30,10 +30,12 @@ def test_cka_analysis_matches_direct_cka_on_the_train_samples(tiny_data, tmp_pat
         t = (base @ rng.normal(size=(6, 5 + k)) + rng.normal(size=(len(table), 5 + k)) * k).astype(np.float32)
         t3 = np.stack([t - 1, t + 1], axis=1)                       # per-frame features: the mean is t
         p = (t[train.to_numpy()] @ rng.normal(size=(5 + k, 8))).astype(np.float32)
+        aligned = (p @ rng.normal(size=(8, 4))).astype(np.float32)          # a student-side proj(CLS)
         teachers[name] = _store(tmp_path / f"{name}.zarr", table.sample_id, table.split, table.label, sha, features=t3)
         proxies[name] = _store(tmp_path / f"{name}.out.zarr", table.sample_id[train], table.split[train], table.label[train],
-                               sha, feature=p, logits=rng.normal(size=(int(train.sum()), 9)).astype(np.float32))
-        raw[name] = (t[train.to_numpy()], p)
+                               sha, feature=p, logits=rng.normal(size=(int(train.sum()), 9)).astype(np.float32),
+                               aligned=aligned)
+        raw[name] = (t[train.to_numpy()], p, aligned)
     r = cka_analysis(str(tiny_data["manifest"]), teachers, proxies, str(tmp_path / "cka.json"), str(tmp_path / "cka.png"),
                      max_samples=10_000, seed=0)
     assert r["samples"] == int(train.sum())
@@ -47,7 +49,13 @@ def test_cka_analysis_matches_direct_cka_on_the_train_samples(tiny_data, tmp_pat
     assert r["closest_teacher"] == best and r["closest_is_own"] == sum(best[p] == p for p in "abc")
     from uniego.report import cka_section
     text = "\n".join(cka_section(str(tmp_path / "cka.json"), tmp_path))
-    assert f"{r['closest_is_own']} of 3 proxies are closest to their own teacher" in text
+    # and in eq. 1's space (the stored `aligned` feature)
+    assert r["aligned_vs_teacher"][1][0] == pytest.approx(linear_cka(raw["b"][2], raw["a"][0]), rel=1e-4)
+    best_aligned = {p: "abc"[int(np.argmax(r["aligned_vs_teacher"][i]))] for i, p in enumerate("abc")}
+    assert r["closest_teacher_aligned"] == best_aligned
+    assert r["closest_is_own_aligned"] == sum(best_aligned[p] == p for p in "abc")
+    assert (f"{r['closest_is_own']} of 3 proxies by the CLS, {r['closest_is_own_aligned']} of 3 in the space eq. 1 "
+            "aligns") in text
     assert f"| a | {r['proxy_vs_own_teacher']['a']:.3f} | {best['a']} (" in text
     assert read_json(tmp_path / "cka.json", stage="analysis") == r
     assert (tmp_path / "cka.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

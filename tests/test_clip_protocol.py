@@ -75,26 +75,34 @@ def test_a_square_clip_is_viewed_as_before():
 
 
 def test_teachers_see_the_centre_square_of_a_wide_cache():
-    """Every RGB teacher's preprocessing takes the centre square of a wide cached clip (the square
-    cache's frames), and Sk-Ego places its skeleton box in that square. A crop given to
-    frames_to_tensor (the Sk-Ego box, also in its pretraining) is resized as it is, not cut again."""
+    """Every `square`-transform teacher (the demo's stand-ins, the exo TimeSformer) takes the centre
+    square of a wide cached clip (the square cache's frames); Sk-Ego places its skeleton box in the
+    whole frame. A crop given to frames_to_tensor (the Sk-Ego box, also in its pretraining) is
+    resized as it is, not cut again."""
     import torch
 
     from uniego.config import TeacherSettings
     from uniego.teachers import build_teacher
-    from uniego.teachers.base import frames_to_tensor
+    from uniego.teachers.transforms import frames_to_tensor
     rng = np.random.default_rng(1)
     wide = rng.integers(0, 256, (4, 48, 64, 3), dtype=np.uint8)
     square = np.ascontiguousarray(wide[:, :, 8:56])
     sk = np.concatenate([rng.uniform([20, 10], [60, 60], (16, 17, 2)), rng.uniform(0.5, 1, (16, 17, 1))], -1).astype(np.float32)
     for key, arch in (("ego_dino", "dinov2_test"), ("exo_siglip", "siglip_test"), ("ego_depth", "depth_anything_test"),
-                      ("exo_rgb", "timesformer_test"), ("exo_skego", "skego_standin_test")):
+                      ("exo_rgb", "timesformer_test")):
         t = build_teacher(TeacherSettings(key, arch, "random"))
         view = "exo" if key.startswith("exo") else "ego"
         a = t.preprocess({view: wide, "skeleton": sk, "skeleton_img_hw": np.array([64, 84])})
         b = t.preprocess({view: square, "skeleton": sk, "skeleton_img_hw": np.array([64, 84])})
         for k in a:
             torch.testing.assert_close(a[k], b[k])
+    from uniego.teachers.clip_frames import skeleton_box
+    skego = build_teacher(TeacherSettings("exo_skego", "skego_standin_test", "random"))
+    top, left, bottom, right = skeleton_box(sk, (64, 84), (48, 64))
+    got = skego.preprocess({"exo": wide, "skeleton": sk, "skeleton_img_hw": np.array([64, 84])})["frames"]
+    torch.testing.assert_close(got, frames_to_tensor(wide[:, top:bottom, left:right], skego.input_size, skego.arch.mean,
+                                                     skego.arch.std))
+    assert right - left > 4   # a real box
     box = rng.integers(0, 256, (2, 20, 30, 3), dtype=np.uint8)   # a non-square crop is squashed, not cut
     x = frames_to_tensor(box, 24, (0.5,) * 3, (0.25,) * 3)
     assert tuple(x.shape) == (2, 3, 24, 24)

@@ -14,6 +14,7 @@ import zarr
 from tests.conftest import PROXY_SETTINGS as SETTINGS
 from uniego.config import ComputeSettings, TeacherSettings, TrainSettings, stage_settings
 from uniego.engine import epoch_batches
+from uniego.errors import UniegoError
 from uniego.models.timesformer import timesformer_test
 from uniego.stages.teachers.extract import extract
 from uniego.student import ProxyModel
@@ -86,6 +87,16 @@ def test_proxy_outputs_store(tiny_data, skl_features, tmp_path):
     f = torch.from_numpy(np.asarray(g["feature"][:]))
     torch.testing.assert_close(f @ obj["encoder"]["head.weight"].T + obj["encoder"]["head.bias"],
                                torch.from_numpy(np.asarray(g["logits"][:])), atol=1e-5, rtol=1e-5)
+    # eq. 1's side of the cosine: the CLS itself for a teacher-side projection ...
+    assert np.array_equal(np.asarray(g["aligned"][:]), np.asarray(g["feature"][:]))
+    # ... and proj(CLS) for a student-side one
+    from uniego.stages.level1.proxies import aligned_features
+    model = ProxyModel(timesformer_test(num_classes=9), 16, "student")
+    student = {"proj": model.proj.state_dict(), "meta": {"level1": {"projection": "student"}}}
+    torch.testing.assert_close(torch.from_numpy(aligned_features(student, f.numpy(), "p.pt")),
+                               model.proj(f).detach(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(UniegoError, match="has no `proj`; retrain it"):
+        aligned_features({"meta": student["meta"]}, f.numpy(), "p.pt")
 
 
 def test_projection_sides():
@@ -95,6 +106,17 @@ def test_projection_sides():
     assert tuple(paper.proj.weight.shape) == (64, 256) and [x.shape[-1] for x in paper.align(h, t)] == [64, 64]
     official = ProxyModel(enc, 256, "student")
     assert tuple(official.proj.weight.shape) == (256, 64) and [x.shape[-1] for x in official.align(h, t)] == [256, 256]
+    # frozen teacher side: the paper's side at its seeded random init, never trained (issue 19, item 7)
+    torch.manual_seed(0)
+    frozen = ProxyModel(enc, 256, "teacher_frozen")
+    before = frozen.proj.weight.clone()
+    a, b = frozen.align(h, t)
+    assert torch.equal(a, h) and torch.equal(b, frozen.proj(t)) and not frozen.proj.weight.requires_grad
+    opt = torch.optim.SGD([q for q in frozen.parameters() if q.requires_grad], lr=1.0)
+    frozen_h, _ = frozen(torch.randn(1, 3, 8, 64, 64))
+    (1 - torch.cosine_similarity(*frozen.align(frozen_h, t[:1]))).sum().backward()
+    opt.step()
+    assert torch.equal(frozen.proj.weight, before)
 
 
 def test_schedule_batches_and_fidelity(config):

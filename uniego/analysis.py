@@ -89,7 +89,7 @@ def cka_analysis(manifest: str, teachers: dict[str, str], proxies: dict[str, str
     train = table.sample_id[table.split == "train"].tolist()
     pick = np.sort(np.random.default_rng(seed).permutation(len(train))[:max_samples])
     ids = [train[i] for i in pick]
-    t_feats, p_feats = {}, {}
+    t_feats, p_feats, a_feats = {}, {}, {}
     row_of = {sid: i for i, sid in enumerate(table.sample_id)}
     pos = np.array([row_of[i] for i in ids])
     for name in names:
@@ -98,16 +98,25 @@ def cka_analysis(manifest: str, teachers: dict[str, str], proxies: dict[str, str
         t_feats[name] = values.mean(axis=1)[pos] if values.ndim == 3 else values[pos]
         feats, _ = read_array(proxies[name], "feature", manifest_sha256=sha, sample_ids=train, stage="analysis")
         p_feats[name] = feats[pick].astype(np.float64)
+        aligned, _ = read_array(proxies[name], "aligned", manifest_sha256=sha, sample_ids=train, stage="analysis")
+        a_feats[name] = aligned[pick].astype(np.float64)
     t_cka, p_cka = cka_matrix(t_feats), cka_matrix(p_feats)
     own = {n: linear_cka(t_feats[n], p_feats[n]) for n in names}
     # every proxy against every teacher: does each proxy end closest to its own teacher? (issue 19)
     cross = np.array([[linear_cka(p_feats[p], t_feats[t]) for t in names] for p in names])
     closest = {p: names[int(np.argmax(cross[i]))] for i, p in enumerate(names)}
+    # the same in the space eq. 1 aligns: proj(CLS) for a student-side projection, else the CLS
+    cross_aligned = np.array([[linear_cka(a_feats[p], t_feats[t]) for t in names] for p in names])
+    closest_aligned = {p: names[int(np.argmax(cross_aligned[i]))] for i, p in enumerate(names)}
     result = {"teachers": names, "samples": len(ids), "split": "train", "teacher_cka": t_cka.tolist(),
               "proxy_cka": p_cka.tolist(), "proxy_vs_own_teacher": own, "proxy_vs_teacher": cross.tolist(),
               "closest_teacher": closest, "closest_is_own": sum(closest[p] == p for p in names),
+              "aligned_vs_teacher": cross_aligned.tolist(), "closest_teacher_aligned": closest_aligned,
+              "closest_is_own_aligned": sum(closest_aligned[p] == p for p in names),
               "mean_offdiagonal_teachers": _mean_offdiag(t_cka), "mean_offdiagonal_proxies": _mean_offdiag(p_cka),
-              "note": "linear CKA (feature-space form, centred, float64); teacher features averaged over frames"}
+              "note": "linear CKA (feature-space form, centred, float64); teacher features averaged over frames; "
+                      "proxy features: the CLS, and `aligned` the side of eq. 1's cosine term (proj(CLS) for a "
+                      "student-side projection)"}
     plt = _plt()
     grid = np.full((len(names), len(names)), np.nan)
     lower, upper = np.tril_indices(len(names), -1), np.triu_indices(len(names), 1)

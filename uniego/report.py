@@ -250,14 +250,18 @@ def cka_section(path: str, out_dir: Path) -> list[str]:
     png = os.path.relpath(Path(path).with_suffix(".png"), out_dir)
     names = r["teachers"]
     if "proxy_vs_teacher" in r:
-        lines = ["| proxy | CKA with its own teacher | closest teacher (CKA) |", "|---|---:|---|"]
-        for i, p in enumerate(names):
-            row = r["proxy_vs_teacher"][i]
+        def closest_cell(row, p):
             best = max(range(len(names)), key=lambda j: row[j])
-            lines.append(f"| {p} | {r['proxy_vs_own_teacher'][p]:.3f} | {names[best]} ({row[best]:.3f})"
-                         + (" (own)" if names[best] == p else "") + " |")
-        closest = (f" {r['closest_is_own']} of {len(names)} proxies are closest to their own teacher of all "
-                   f"{len(names)} teachers.")
+            return f"{names[best]} ({row[best]:.3f})" + (" (own)" if names[best] == p else "")
+        lines = ["| proxy | CLS: CKA with its own teacher | CLS: closest teacher | eq. 1's space: CKA with its own teacher "
+                 "| eq. 1's space: closest teacher |", "|---|---:|---|---:|---|"]
+        for i, p in enumerate(names):
+            a = r["aligned_vs_teacher"][i]
+            lines.append(f"| {p} | {r['proxy_vs_own_teacher'][p]:.3f} | {closest_cell(r['proxy_vs_teacher'][i], p)} | "
+                         f"{a[i]:.3f} | {closest_cell(a, p)} |")
+        closest = (f" Closest to their own teacher of all {len(names)} teachers: {r['closest_is_own']} of {len(names)} "
+                   f"proxies by the CLS, {r['closest_is_own_aligned']} of {len(names)} in the space eq. 1 aligns "
+                   "(proj(CLS) for a student-side projection, else the CLS).")
     else:
         lines = ["| proxy | CKA with its own teacher |", "|---|---:|"]
         lines += [f"| {t} | {v:.3f} |" for t, v in r["proxy_vs_own_teacher"].items()]

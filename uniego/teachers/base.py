@@ -14,32 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from uniego.config import TeacherSettings
 from uniego.errors import UniegoError
 from uniego.teachers.registry import ArchSpec, TeacherSpec
-
-
-def centre_square(frames: np.ndarray) -> np.ndarray:
-    """[T, H, W, 3] -> its centred square [T, m, m, 3], m = min(H, W): what a teacher sees of a
-    clip cache that keeps the whole frame width (`clips.width`), as of one that keeps the square."""
-    H, W = frames.shape[1:3]
-    m = min(H, W)
-    top, left = (H - m) // 2, (W - m) // 2
-    return frames[:, top:top + m, left:left + m]
-
-
-def frames_to_tensor(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> normalised float [T, 3, size, size] (bicubic, antialiased). A clip's
-    frames are given as their `centre_square`; a crop (Sk-Ego's skeleton box) as it is."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    return (x - m) / s
+from uniego.teachers.transforms import apply
 
 
 def file_sha256(path: str | Path) -> str:
@@ -114,8 +94,6 @@ class Teacher(nn.Module):
     def transform(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 frames [T, H, W, 3] -> [T, 3, h, w] by the original's eval transform
         (`arch.transform`, uniego.teachers.transforms)."""
-        from uniego.teachers.transforms import apply
-
         return apply(self.arch.transform, frames, self.input_size, self.arch.mean, self.arch.std)
 
     def weights_kind(self) -> str:

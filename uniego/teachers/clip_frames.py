@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from uniego.errors import UniegoError
-from uniego.teachers.base import Teacher, frames_to_tensor
+from uniego.teachers.base import Teacher
+from uniego.teachers.transforms import frames_to_tensor
 
 _TINY_TEXT = dict(context_length=16, vocab_size=100, width=32, heads=2, layers=1)
 

@@ -31,6 +31,26 @@ from uniego.errors import UniegoError
 TRANSFORMS = ("dinov2", "depth_anything", "open_clip_squash", "open_clip_shortest", "square")
 
 
+def centre_square(frames: np.ndarray) -> np.ndarray:
+    """[T, H, W, 3] -> its centred square [T, m, m, 3], m = min(H, W): what a `square`-transform
+    teacher sees of a clip cache that keeps the whole frame width (`clips.width`)."""
+    H, W = frames.shape[1:3]
+    m = min(H, W)
+    top, left = (H - m) // 2, (W - m) // 2
+    return frames[:, top:top + m, left:left + m]
+
+
+def frames_to_tensor(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> normalised float [T, 3, size, size] (bicubic, antialiased). A clip's
+    frames are given as their `centre_square`; a crop (Sk-Ego's skeleton box) as it is."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
 def _pil_frames(frames: np.ndarray, transform) -> torch.Tensor:
     from PIL import Image
 
@@ -76,8 +96,6 @@ def open_clip_eval(frames: np.ndarray, size: int, mean, std, resize_mode: str) -
 
 
 def square(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
-    from uniego.teachers.base import centre_square, frames_to_tensor
-
     return frames_to_tensor(centre_square(frames), size, mean, std)
 
 

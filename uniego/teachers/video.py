@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from uniego.models import timesformer as tsf
-from uniego.teachers.base import Teacher, centre_square, frames_to_tensor
+from uniego.teachers.base import Teacher
+from uniego.teachers.transforms import centre_square, frames_to_tensor
 
 
 class TimeSformerTeacher(Teacher):

@@ -110,11 +110,28 @@ def export_proxy_outputs(manifest: str, clips: str, proxy: str, out: str, settin
                             workers=compute.workers)
     if not (np.isfinite(feats).all() and np.isfinite(logits).all()):
         raise UniegoError(f"proxy {proxy} produced NaN/Inf outputs", stage="level1")
+    aligned = aligned_features(obj, feats, proxy)
     arrays = {"feature": ArraySpec((feats.shape[1],), "float32", ("channel",)),
-              "logits": ArraySpec((logits.shape[1],), "float32", ("class",))}
+              "logits": ArraySpec((logits.shape[1],), "float32", ("class",)),
+              "aligned": ArraySpec((aligned.shape[1],), "float32", ("channel",))}
     writer = StoreWriter(out, sample_ids=ids, splits=["train"] * len(ids), labels=table.label.to_numpy()[rows], arrays=arrays,
                          attrs={"kind": "proxy_outputs", "teacher": obj["meta"]["teacher"], "proxy": str(proxy),
                                 "view": "eval: resize to train_jitter[0], centre crop", "manifest_sha256": sha,
                                 "classes": classes, "code_version": code_version}, stage="level1")
-    writer.write(0, len(ids), feature=feats, logits=logits)
+    writer.write(0, len(ids), feature=feats, logits=logits, aligned=aligned)
     return writer.finalize()
+
+
+def aligned_features(obj: dict, feats: np.ndarray, proxy) -> np.ndarray:
+    """The proxy's side of eq. 1's cosine term: proj(CLS) where the projection is on the student
+    (`level1.projection: student`), else the CLS itself (the teacher side is projected). This is
+    the feature eq. 1 pulls toward the teacher, so the one to compare with it (analysis.cka)."""
+    mode = obj["meta"].get("level1", {}).get("projection")
+    if mode != "student":
+        return feats
+    if "proj" not in obj:
+        raise UniegoError(f"proxy {proxy} was trained with level1.projection: student but has no `proj`; retrain it",
+                          stage="level1")
+    w = obj["proj"]["weight"].double().numpy()
+    b = obj["proj"]["bias"].double().numpy() if "bias" in obj["proj"] else 0.0
+    return (feats.astype(np.float64) @ w.T + b).astype(np.float32)

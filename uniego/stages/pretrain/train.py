@@ -123,7 +123,7 @@ def augment(x: torch.Tensor, gen: torch.Generator, *, scale=(0.35, 1.0), jitter:
 
 def _normalise(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
     """uint8 [..., S, S, 3] -> float [N, 3, size, size], as the teachers preprocess (frames_to_tensor)."""
-    from uniego.teachers.base import frames_to_tensor
+    from uniego.teachers.transforms import frames_to_tensor
     flat = frames.reshape(-1, *frames.shape[-3:])
     return frames_to_tensor(flat, size, mean, std)
 
