@@ -142,3 +142,15 @@ def test_skeleton_cache_rows_and_the_multi_clip_feature(tmp_path):
         per_clip = teacher.model.eval().forward_features(x)
     torch.testing.assert_close(f, per_clip.mean(0))
     assert not torch.allclose(per_clip[0], per_clip[1])   # the clips differ: the mean is not one clip's
+
+
+def test_the_task_teacher_trains_on_one_clip_drawn_per_epoch():
+    """pyskl trains ST-GCN on one random UniformSample clip per epoch and tests on the mean of 10;
+    the task teacher's training batches take one of the cached test clips, drawn per (seed, epoch,
+    sample), and evaluation keeps all of them."""
+    from uniego.stages.teachers.task_teacher import train_clip
+    clips = torch.arange(10.0).view(10, 1, 1, 1, 1).expand(10, 2, 4, 17, 3)
+    drawn = [int(train_clip(clips, np.random.default_rng([0, epoch, 5]))[0, 0, 0, 0, 0]) for epoch in range(30)]
+    assert all(train_clip(clips, np.random.default_rng(1)).shape == (1, 2, 4, 17, 3) for _ in range(2))
+    assert len(set(drawn)) >= 6                                     # epochs see different clips
+    assert drawn == [int(train_clip(clips, np.random.default_rng([0, e, 5]))[0, 0, 0, 0, 0]) for e in range(30)]   # seeded

@@ -62,7 +62,9 @@ class _CETask:
 class TeacherBatches(Dataset):
     """Item b = batch b of the given clip-cache rows, as the teacher's inputs plus labels.
     Frames (train): the student's augmentation at the teacher's input size and normalisation;
-    frames (eval) and skeletons: exactly the teacher's extraction preprocessing."""
+    frames (eval) and skeletons: exactly the teacher's extraction preprocessing, except that in
+    training a sample cached with several skeleton clips (pyskl's test UniformSample) gives one of
+    them, drawn per epoch: pyskl trains on one randomly sampled clip (`train_clip`)."""
 
     def __init__(self, clip_stores: dict[str, str], rows, labels, teacher, view_settings, batches, *, epoch: int,
                  seed: int, train: bool):
@@ -96,11 +98,23 @@ class TeacherBatches(Dataset):
                 items.append({"clip": make_view(raw["exo"], self.view, train=True, rng=rng, mean=self.teacher.arch.mean,
                                                 std=self.teacher.arch.std)})
             else:
-                items.append(self.teacher.preprocess(raw))
+                item = self.teacher.preprocess(raw)
+                if self.train and "skeleton" in item:
+                    item["skeleton"] = train_clip(item["skeleton"], np.random.default_rng([self.seed, self.epoch, int(i)]))
+                items.append(item)
         batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
         batch["label"] = torch.as_tensor(self.labels[idx], dtype=torch.long)
         batch["index"] = torch.as_tensor(np.asarray(idx), dtype=torch.long)
         return batch
+
+
+def train_clip(clips: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """[nc, M, T, V, C] ST-GCN input clips -> one of them, [1, M, T, V, C], drawn by `rng`. The
+    cached clips are pyskl test-mode UniformSample draws; pyskl's training pipeline takes one
+    random UniformSample clip per epoch, so one of them, drawn anew each epoch, stands for it
+    (from nc draws rather than every possible one)."""
+    c = int(rng.integers(len(clips)))
+    return clips[c:c + 1]
 
 
 @dataclasses.dataclass(frozen=True)
