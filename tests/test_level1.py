@@ -130,7 +130,7 @@ def test_schedule_batches_and_fidelity(config):
     config["fidelity"] = "official"
     official = stage_settings(config, "eef", "train_proxy", teacher="exo_rgb")
     assert paper["level1"]["lambda_feat"] == 5.0 and official["level1"]["lambda_feat"] == 1.0
-    assert paper["level1"]["projection"] == "teacher" and official["level1"]["projection"] == "student"
+    assert paper["level1"]["projection"] == "student" == official["level1"]["projection"]   # by evidence (docs/method.md)
     assert official["train"]["accumulate"] == 64 // config["train"]["batch_size"]
 
 
