@@ -113,7 +113,7 @@ def export_proxy_outputs(manifest: str, clips: str, proxy: str, out: str, settin
     aligned = aligned_features(obj, feats, proxy)
     arrays = {"feature": ArraySpec((feats.shape[1],), "float32", ("channel",)),
               "logits": ArraySpec((logits.shape[1],), "float32", ("class",)),
-              "aligned": ArraySpec((aligned.shape[1],), "float32", ("channel",))}
+              "aligned": ArraySpec((aligned.shape[1],), "float32", ("aligned_channel",))}   # teacher width: its own dim
     writer = StoreWriter(out, sample_ids=ids, splits=["train"] * len(ids), labels=table.label.to_numpy()[rows], arrays=arrays,
                          attrs={"kind": "proxy_outputs", "teacher": obj["meta"]["teacher"], "proxy": str(proxy),
                                 "view": "eval: resize to train_jitter[0], centre crop", "manifest_sha256": sha,
