@@ -154,3 +154,27 @@ def test_the_task_teacher_trains_on_one_clip_drawn_per_epoch():
     assert all(train_clip(clips, np.random.default_rng(1)).shape == (1, 2, 4, 17, 3) for _ in range(2))
     assert len(set(drawn)) >= 6                                     # epochs see different clips
     assert drawn == [int(train_clip(clips, np.random.default_rng([0, e, 5]))[0, 0, 0, 0, 0]) for e in range(30)]   # seeded
+
+
+def test_training_batches_carry_one_drawn_clip_and_evaluation_all(monkeypatch):
+    """The wiring: TeacherBatches gives one clip per sample in training (the one train_clip draws
+    for that seed, epoch and sample) and every clip in evaluation."""
+    from uniego.config import TeacherSettings
+    from uniego.stages.teachers.task_teacher import TeacherBatches, train_clip
+    from uniego.teachers import build_teacher
+    teacher = build_teacher(TeacherSettings("exo_skl", "stgcn_test", "random"))
+    rng = np.random.default_rng(0)
+    kp = np.concatenate([rng.uniform(0, 80, (24, 17, 2)), rng.uniform(0.2, 1, (24, 17, 1))], -1).astype(np.float32)
+    raw = {"skeleton": kp, "skeleton_img_hw": np.array([64, 84]), "skeleton_clips": 3}
+    monkeypatch.setattr(TeacherBatches, "_sample", lambda self, r: raw)
+    full = teacher.preprocess(raw)["skeleton"]
+    for epoch in range(3):
+        data = TeacherBatches({"skeleton": "unused"}, [0, 1], [0, 1], teacher, None, [np.array([0, 1])],
+                              epoch=epoch, seed=7, train=True)
+        got = data[0]["skeleton"]
+        assert got.shape == (2, 1, 2, 8, 17, 3)
+        for i in range(2):
+            assert torch.equal(got[i], train_clip(full, np.random.default_rng([7, epoch, i])))
+    evaluation = TeacherBatches({"skeleton": "unused"}, [0, 1], [0, 1], teacher, None, [np.array([0, 1])],
+                                epoch=0, seed=7, train=False)[0]["skeleton"]
+    assert evaluation.shape == (2, 3, 2, 8, 17, 3) and torch.equal(evaluation[0], full)

@@ -20,6 +20,7 @@ The torchvision / open_clip transforms are called, not rewritten, so they are th
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -57,13 +58,25 @@ def _pil_frames(frames: np.ndarray, transform) -> torch.Tensor:
     return torch.stack([transform(Image.fromarray(np.ascontiguousarray(f))) for f in frames])
 
 
-def dinov2_eval(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
-    """DINOv2's classification eval transform at input size `size` (256 / 224 at 224)."""
+@functools.lru_cache(maxsize=None)
+def _dinov2_compose(size: int, mean: tuple, std: tuple):
     from torchvision import transforms as T
 
     resize = int(round(size * 256 / 224))
-    return _pil_frames(frames, T.Compose([T.Resize(resize, interpolation=T.InterpolationMode.BICUBIC),
-                                          T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)]))
+    return T.Compose([T.Resize(resize, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
+                      T.ToTensor(), T.Normalize(mean, std)])
+
+
+@functools.lru_cache(maxsize=None)
+def _open_clip_compose(size: int, mean: tuple, std: tuple, resize_mode: str):
+    from open_clip.transform import image_transform
+
+    return image_transform(size, is_train=False, mean=mean, std=std, resize_mode=resize_mode, interpolation="bicubic")
+
+
+def dinov2_eval(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
+    """DINOv2's classification eval transform at input size `size` (256 / 224 at 224)."""
+    return _pil_frames(frames, _dinov2_compose(size, tuple(mean), tuple(std)))
 
 
 def depth_anything_size(height: int, width: int, size: int, multiple: int = 14) -> tuple[int, int]:
@@ -89,10 +102,7 @@ def depth_anything_eval(frames: np.ndarray, size: int, mean, std) -> torch.Tenso
 
 def open_clip_eval(frames: np.ndarray, size: int, mean, std, resize_mode: str) -> torch.Tensor:
     """open_clip's own eval `image_transform` (bicubic, the given resize mode)."""
-    from open_clip.transform import image_transform
-
-    return _pil_frames(frames, image_transform(size, is_train=False, mean=mean, std=std,
-                                               resize_mode=resize_mode, interpolation="bicubic"))
+    return _pil_frames(frames, _open_clip_compose(size, tuple(mean), tuple(std), resize_mode))
 
 
 def square(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:

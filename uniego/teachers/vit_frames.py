@@ -76,12 +76,12 @@ class FrameViTTeacher(Teacher):
             strict_load(self.model, state, settings.weights)
         else:
             self.model = timm.create_model(timm_name, pretrained=False, num_classes=0, img_size=self.input_size, **kwargs)
-            source_pos = self.model.pos_embed.detach().clone()
+            source_pos = self.model.pos_embed.detach().clone()   # random weights: their own
             if kind == "file":
-                source_pos = payload.get("pretrained.pos_embed" if spec.family == "depth_anything" else "pos_embed", source_pos)
                 state = convert_dinov2_checkpoint(payload, grid=self.input_size // 14, family=spec.family,
                                                   source=settings.weights)
-                strict_load(self.model, state, settings.weights)
+                strict_load(self.model, state, settings.weights)   # so the checkpoint has a pos_embed
+                source_pos = payload["pretrained.pos_embed" if spec.family == "depth_anything" else "pos_embed"]
         # the position embedding as the weights have it, resized per input grid by `tokens`
         self.register_buffer("source_pos_embed", source_pos.detach().float().clone(), persistent=False)
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}

@@ -127,6 +127,8 @@ def aligned_features(obj: dict, feats: np.ndarray, proxy) -> np.ndarray:
     (`level1.projection: student`), else the CLS itself (the teacher side is projected). This is
     the feature eq. 1 pulls toward the teacher, so the one to compare with it (analysis.cka)."""
     mode = obj["meta"].get("level1", {}).get("projection")
+    if mode is None:
+        raise UniegoError(f"proxy {proxy} records no level1.projection in its meta; retrain it", stage="level1")
     if mode != "student":
         return feats
     if "proj" not in obj:
