@@ -21,6 +21,8 @@ def test_repository_config_is_valid(config):
     (lambda c: c["teachers"]["exo_dino"].update(arch="dinov3_huge"), "teachers.exo_dino.arch"),
     (lambda c: c["teachers"]["exo_rgb"].update(arch="dinov2_test"), "teachers.exo_rgb.arch"),
     (lambda c: c["teachers"].update(exo_flow={"arch": "x", "weights": "random"}), "teachers.exo_flow"),
+    (lambda c: c["teachers"]["exo_dino"].update(frames_from="disk"), "teachers.exo_dino.frames_from"),
+    (lambda c: c["teachers"]["exo_rgb"].update(frames_from="video"), "teachers.exo_rgb.frames_from: video is for the image teachers"),
 ])
 def test_schema_rejects_bad_config_naming_the_key(config, mutate, path):
     mutate(config)

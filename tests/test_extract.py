@@ -167,3 +167,83 @@ def test_kill_at_random_moments_then_resume_gives_the_same_store(tiny_data, tmp_
     b = zarr.open_group(str(out), mode="r")
     for name in ("features", "sample", "split", "label", "done"):
         np.testing.assert_array_equal(np.asarray(a[name][:]), np.asarray(b[name][:]))
+
+
+def test_an_image_teacher_sees_the_source_video_at_the_cache_times(tiny_data):
+    """Issue 19: an image teacher (`frames_from: video`, the default) decodes the frames the clip
+    cache sampled from the source video, at the video's own size (64 x 84 here, where the cache
+    holds 48 x 48), and applies its eval transform to them; `cache` gives it the cached frames."""
+    import dataclasses
+
+    import torch
+
+    from uniego.stages.teachers.extract import _TeacherInputs
+    from uniego.teachers import build_teacher
+    from uniego.video import frame_indices, open_video
+    from tests.conftest import TINY_CLIPS
+
+    table = tiny_data["table"]
+    g = open_store(tiny_data["clips"]["ego"])
+    ids, videos = list(table.sample_id), {"ego": list(table.ego_video)}
+    on_video = build_teacher(EGO_DINO, seed=0)
+    on_cache = build_teacher(dataclasses.replace(EGO_DINO, frames_from="cache"), seed=0)
+    assert (on_video.frames_from, on_cache.frames_from) == ("video", "cache")
+    assert on_video.provenance()["frames_from"] == "video"
+    [(idx, inputs)] = _TeacherInputs({"ego": tiny_data["clips"]["ego"]}, on_video, [(0, 0, 3)], videos, ids)[0][3]
+    [(_, cached)] = _TeacherInputs({"ego": tiny_data["clips"]["ego"]}, on_cache, [(0, 0, 3)], {}, ids)[0][3]
+    assert idx == [0, 1, 2] and inputs["frames"].shape == cached["frames"].shape == (3, 4, 3, 56, 56)
+    for j in range(3):
+        row = table.iloc[j]
+        vr, n, fps = open_video(row.ego_video, row.sample_id, stage="test")
+        sampled = frame_indices(row.start, row.end, fps, n, TINY_CLIPS.num_frames, sampling=TINY_CLIPS.sampling)
+        frames = vr.get_batch(list(map(int, sampled))).asnumpy()   # the clip's frames, as the cache sampled them
+        assert frames.shape[1:3] == (64, 84)
+        torch.testing.assert_close(inputs["frames"][j], on_video.transform(frames), rtol=0, atol=0)
+        torch.testing.assert_close(cached["frames"][j], on_cache.transform(np.asarray(g["frames"][j])), rtol=0, atol=0)
+    assert (inputs["frames"] - cached["frames"]).abs().max() > 0.05   # 64 px of the video, not the cache's 48
+
+
+def test_frames_of_other_sizes_in_one_batch_are_run_in_groups(tiny_data, tmp_path, monkeypatch):
+    """Videos of other shapes in one batch (Depth Anything keeps the aspect ratio, so its inputs
+    differ in shape): each sample's feature equals the teacher's on that sample alone."""
+    import dataclasses
+
+    import torch
+
+    import uniego.stages.teachers.extract as ex
+
+    portrait = set(tiny_data["table"].sample_id[1::2])
+    decode, build = ex.read_frames_at, ex.build_teacher
+
+    def mixed(path, sample_id, times, *, stage):
+        f = decode(path, sample_id, times, stage=stage)
+        return np.ascontiguousarray(f.transpose(0, 2, 1, 3)) if sample_id in portrait else f
+
+    def depth_anything_transform(settings, seed):
+        t = build(settings, seed=seed)
+        t.arch = dataclasses.replace(t.arch, transform="depth_anything")
+        return t
+
+    monkeypatch.setattr(ex, "read_frames_at", mixed)
+    monkeypatch.setattr(ex, "build_teacher", depth_anything_transform)
+    settings = TeacherSettings("ego_depth", "depth_anything_test", "random")
+    out = extract(tiny_data["manifest"], tiny_data["clips"], tmp_path / "ego_depth.zarr", settings, compute=CPU, dtype="float32")
+    feats = np.asarray(zarr.open_group(str(out), mode="r")["features"][:4])
+    teacher = depth_anything_transform(settings, seed=0)
+    times = np.asarray(open_store(tiny_data["clips"]["ego"])["frame_time"][:4])
+    shapes = set()
+    for j, row in enumerate(tiny_data["table"].iloc[:4].itertuples()):
+        x = teacher.transform(mixed(row.ego_video, row.sample_id, times[j], stage="test"))
+        shapes.add(tuple(x.shape[-2:]))
+        with torch.inference_mode():
+            alone = teacher({"frames": x[None]})[0].numpy()
+        np.testing.assert_allclose(feats[j], alone, rtol=1e-4, atol=1e-5)
+    assert shapes == {(56, 70), (70, 56)}
+
+
+def test_a_video_that_changed_since_the_cache_is_named(tiny_data):
+    from uniego.video import read_frames_at
+
+    row = tiny_data["table"].iloc[0]
+    with pytest.raises(UniegoError, match=f"{row.ego_video}.*{row.sample_id}.*rebuild the cache"):
+        read_frames_at(row.ego_video, row.sample_id, np.array([0.5 / 12]), stage="extract")   # between two frames at 12 fps

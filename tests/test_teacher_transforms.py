@@ -105,6 +105,8 @@ def test_real_architectures_name_their_originals_transform():
                                                "skego_standin_vitb16", "dinov2_test")} == {
         "dinov2_vitl14": "dinov2", "depth_anything_vitl": "depth_anything", "siglip_so400m_384": "open_clip_squash",
         "skego_standin_vitb16": "open_clip_shortest", "dinov2_test": "square"}
+    # Depth Anything V2's run.py: `image2tensor(raw_image, args.input_size)`, input_size default 518
+    assert get_arch("depth_anything_vitl").input_size == get_arch("depth_anything_vits").input_size == 518
 
 
 def test_depth_anything_runs_on_the_non_square_grid_as_dinov2_does(tmp_path):

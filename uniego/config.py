@@ -129,6 +129,9 @@ def _cross_checks(config: dict) -> list[str]:
                 problems.append(f"{where}: weights import:<folder> brings finished features; set finetune: false")
             elif t.get("patch_size") is not None and arch.family != "timesformer":
                 problems.append(f"{where}.patch_size: only TimeSformer teachers take a patch size")
+            elif t.get("frames_from") == "video" and not arch.per_frame:
+                problems.append(f"{where}.frames_from: video is for the image teachers; {key} ({arch.name}) reads the clip "
+                                "cache it is trained on (remove the key)")
             elif (m := pretrained_output(str(t.get("weights", "")))) is not None:
                 problems.extend(_check_pretrained(config, m, f"{where}.weights", arch=t["arch"]))
         student = _merge(config["student"], ds.get("overrides", {}).get("student", {}))
@@ -336,6 +339,8 @@ class TeacherSettings:
     input_size: int | None = None
     finetune: bool = False       # train on the task's train split before extraction (exo_rgb, exo_skl)
     patch_size: int | None = None  # TimeSformer teachers only; None: the architecture's own
+    frames_from: str | None = None  # image teachers: `video` (decoded from the source video at its own resolution) or
+                                 #   `cache` (the clip cache's resized frames); None: video. Video / skeleton teachers: cache
 
 
 @dataclasses.dataclass(frozen=True)

@@ -111,6 +111,20 @@ def read_frames(path: str, sample_id: str, start: float, end: float, num: int, *
     return frames, (idx / fps).astype(np.float32)
 
 
+def read_frames_at(path: str, sample_id: str, times: np.ndarray, *, stage: str) -> np.ndarray:
+    """Decode the frames at `times` (s; a clip cache's `frame_time`, i.e. frame index / fps) at the
+    video's own resolution: uint8 [len(times), H, W, 3]. A time that is not a frame of this video
+    (the video changed since the cache was built) names the file and sample."""
+    vr, n, fps = open_video(path, sample_id, stage=stage)
+    exact = np.asarray(times, dtype=np.float64) * fps
+    idx = np.rint(exact).astype(np.int64)
+    if (np.abs(exact - idx) > 0.01).any() or (idx < 0).any() or (idx >= n).any():
+        raise UniegoError(f"video {path} (sample {sample_id}) has no frames at the clip cache's times {np.round(times, 4).tolist()} "
+                          f"({n} frames at {fps:g} fps): the video changed since the clip cache was built; rebuild the cache",
+                          stage=stage)
+    return decode_frames(vr, idx, path, sample_id, stage=stage)
+
+
 def resize_crop(frames: np.ndarray, size: int, width: int | None = None) -> np.ndarray:
     """uint8 [T, H, W, 3] -> [T, size, width, 3]: resized (bilinear, antialiased) to cover size x width
     with the aspect kept, then centre-cropped. `width` None: a size x size square (the short side

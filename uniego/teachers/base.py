@@ -2,7 +2,9 @@
 
 A Teacher is an nn.Module with:
   inputs                      clip caches it reads (ego, exo, skeleton)
-  preprocess(sample) -> dict  one sample's cached arrays -> model-ready tensors (runs in workers)
+  frames_from                 `video` (an image teacher's frames decoded from the source video, at
+                              its own resolution) or `cache` (the clip cache's resized frames)
+  preprocess(sample) -> dict  one sample's frames / skeletons -> model-ready tensors (runs in workers)
   forward(batch) -> Tensor    [B, D] or [B, T, D] (per frame), the documented feature
   provenance() -> dict        JSON-able facts written into the feature store
 """
@@ -73,6 +75,21 @@ def standin_training(weights: str) -> dict | None:
             "final": r["history"][-1] if r["history"] else None, "code_version": r.get("code_version", "")}
 
 
+def frames_from(spec: TeacherSpec, arch: ArchSpec, settings: TeacherSettings) -> str:
+    """Where a teacher's frames come from (`teachers.<key>.frames_from`). An image teacher (one feature
+    per frame: DINOv2, SigLIP, Depth Anything, Sk-Ego) reads the source video by default, the
+    frames the clip cache sampled (its `frame_time`) at the video's own resolution, so that its
+    eval transform resizes from the original pixels as its original code does; `cache` gives it
+    the clip cache's resized frames instead (a fast path for videos already at the cache's size,
+    as the demo's). The video teachers (TimeSformer, ST-GCN) read the caches they were trained on."""
+    if not arch.per_frame:
+        if settings.frames_from == "video":
+            raise UniegoError(f"teachers.{spec.key}.frames_from: video is for the image teachers; {arch.name} reads the clip "
+                              "cache it is trained on (remove the key)", stage="config")
+        return "cache"
+    return settings.frames_from or "video"
+
+
 class Teacher(nn.Module):
     """Base class: holds the spec, architecture, settings and the weights identity."""
 
@@ -85,6 +102,7 @@ class Teacher(nn.Module):
             raise UniegoError(f"teachers.{spec.key}.pooling: {self.pooling!r} is not available for {arch.name} "
                               f"(choose from {', '.join(arch.poolings)})", stage="config")
         self.input_size = settings.input_size or arch.input_size
+        self.frames_from = frames_from(spec, arch, settings)
         self.weights_file_sha256: str | None = None
 
     @property
@@ -125,7 +143,7 @@ class Teacher(nn.Module):
             "family": self.arch.family, "architecture": self.arch.name, "architecture_description": self.arch.description,
             "weights": self.settings.weights, "weights_sha256": self.weights_file_sha256,
             "state_sha256": state_sha256(self), "pooling": self.pooling, "input_size": self.input_size,
-            "transform": self.arch.transform,
+            "transform": self.arch.transform, "frames_from": self.frames_from,
             "mean": list(self.arch.mean), "std": list(self.arch.std), "feature_dim": self.feature_dim,
             "per_frame": self.arch.per_frame, "trained_on": standin_training(self.settings.weights),
         }

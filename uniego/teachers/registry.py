@@ -95,7 +95,8 @@ for name, timm_name, dim in [("dinov2_vitl14", "vit_large_patch14_dinov2", 1024)
                            transform="dinov2"))
 for name, timm_name, dim in [("depth_anything_vitl", "vit_large_patch14_dinov2", 1024),
                              ("depth_anything_vits", "vit_small_patch14_dinov2", 384)]:
-    register_arch(ArchSpec(name, "depth_anything", {"timm_name": timm_name}, dim, 224, IMAGENET_MEAN, IMAGENET_STD,
+    # input 518: the original's `image2tensor(image, input_size=518)` (run.py), the short side at 518
+    register_arch(ArchSpec(name, "depth_anything", {"timm_name": timm_name}, dim, 518, IMAGENET_MEAN, IMAGENET_STD,
                            True, "patch_mean", _VIT_POOL,
                            description="Depth Anything (V1/V2) DINOv2 encoder in timm; `pretrained.*` keys of the depth checkpoint",
                            transform="depth_anything"))

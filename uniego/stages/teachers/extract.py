@@ -2,7 +2,8 @@
 
 Work is cut into the store's chunks and each chunk into batches of at most `batch_size`
 samples, so a resumed run computes exactly the batches an uninterrupted one would (identical
-stores). DataLoader workers read the clip caches and preprocess; the main process runs the
+stores). DataLoader workers read the clip caches (an image teacher: its frames decoded from the
+source videos at the times the cache sampled, `teachers.<key>.frames_from`) and preprocess; the main process runs the
 model (bf16/fp16 autocast on GPU when asked), checks every feature is finite, writes the
 chunk and marks it done.
 """
@@ -26,13 +27,16 @@ from uniego.io import read_checkpoint
 from uniego.manifest import manifest_sha256, read_manifest
 from uniego.teachers import build_teacher
 from uniego.teachers.skeleton import skeleton_clips
+from uniego.video import read_frames_at
 
 
 class _TeacherInputs(Dataset):
-    """Batches of preprocessed teacher inputs read from the clip caches."""
+    """Batches of preprocessed teacher inputs: the clip caches' arrays, or for a teacher whose
+    `frames_from` is `video` its views' frames decoded from the source videos at the times the clip
+    cache sampled (uniego.teachers.base.frames_from)."""
 
-    def __init__(self, clip_stores: dict[str, str], teacher, batches, sample_ids):
-        self.paths, self.teacher, self.batches, self.ids = clip_stores, teacher, batches, sample_ids
+    def __init__(self, clip_stores: dict[str, str], teacher, batches, videos: dict[str, list[str]], sample_ids):
+        self.paths, self.teacher, self.batches, self.videos, self.ids = clip_stores, teacher, batches, videos, sample_ids
         self.groups = None
 
     def _open(self):
@@ -44,6 +48,13 @@ class _TeacherInputs(Dataset):
     def __len__(self):
         return len(self.batches)
 
+    def _frames(self, view, group, start, stop):
+        if view not in self.videos:
+            return read_rows(group["frames"], slice(start, stop), store=self.paths[view], stage="extract")
+        times = read_rows(group["frame_time"], slice(start, stop), store=self.paths[view], stage="extract")
+        return [read_frames_at(self.videos[view][j], str(self.ids[j]), times[j - start], stage="extract")
+                for j in range(start, stop)]
+
     def __getitem__(self, i):
         chunk, start, stop = self.batches[i]
         g = self._open()
@@ -54,11 +65,15 @@ class _TeacherInputs(Dataset):
                 raw["skeleton_img_hw"] = read_rows(group["img_hw"], slice(start, stop), store=self.paths[view], stage="extract")
                 raw["skeleton_clips"] = np.full(stop - start, skeleton_clips(group, self.paths[view]))
             else:
-                raw[view] = read_rows(group["frames"], slice(start, stop), store=self.paths[view], stage="extract")
-        items = []
-        for j in range(stop - start):
-            items.append(self.teacher.preprocess({k: v[j] for k, v in raw.items()}))
-        return chunk, start, stop, {k: torch.stack([it[k] for it in items]) for k in items[0]}
+                raw[view] = self._frames(view, group, start, stop)
+        items = [self.teacher.preprocess({k: v[j] for k, v in raw.items()}) for j in range(stop - start)]
+        # samples whose inputs differ in shape (videos of another size: Depth Anything keeps the
+        # aspect ratio) go through the model in groups of one shape each, in order
+        groups: dict[tuple, list[int]] = {}
+        for j, it in enumerate(items):
+            groups.setdefault(tuple((k, tuple(v.shape)) for k, v in sorted(it.items())), []).append(j)
+        return chunk, start, stop, [(idx, {k: torch.stack([items[j][k] for j in idx]) for k in items[0]})
+                                    for idx in groups.values()]
 
 
 def task_teacher_meta(path: str | Path, key: str, manifest_sha: str) -> dict:
@@ -120,19 +135,25 @@ def extract(manifest: str | Path, clip_stores: dict[str, str], out: str | Path, 
     chunks = {ci: [start, stop, {}] for ci, (start, stop) in enumerate(pending)}
     device = resolve_device(compute)
     teacher.to(device)
-    loader = DataLoader(_TeacherInputs({v: str(clip_stores[v]) for v in teacher.inputs}, teacher, batches, table.sample_id),
+    videos = {v: list(table[f"{v}_video"]) for v in teacher.inputs if v != "skeleton" and teacher.frames_from == "video"}
+    loader = DataLoader(_TeacherInputs({v: str(clip_stores[v]) for v in teacher.inputs}, teacher, batches, videos,
+                                       list(table.sample_id)),
                         batch_size=None, num_workers=compute.workers, prefetch_factor=4 if compute.workers else None,
                         pin_memory=device.type == "cuda")
     kill_after = int(os.environ.get("UNIEGO_TEST_KILL_AFTER_CHUNKS", "0"))  # test hook: SIGKILL self
     written = 0
     bar = tqdm(total=sum(b - a for _, a, b in batches), desc=f"extract {teacher.spec.key}", leave=False, disable=None)
     with torch.inference_mode():
-        for ci, a, b, inputs in loader:
-            with autocast_for(device, compute.precision):
-                feats = teacher({k: v.to(device, non_blocking=True) for k, v in inputs.items()})
-            feats = feats.float().cpu().numpy()
-            if feats.shape != (b - a, *tail):
-                raise UniegoError(f"teacher {teacher.spec.key} returned {feats.shape}, expected {(b - a, *tail)}", stage="extract")
+        for ci, a, b, parts in loader:
+            feats = np.empty((b - a, *tail), np.float32)
+            for idx, inputs in parts:
+                with autocast_for(device, compute.precision):
+                    out = teacher({k: v.to(device, non_blocking=True) for k, v in inputs.items()})
+                out = out.float().cpu().numpy()
+                if out.shape != (len(idx), *tail):
+                    raise UniegoError(f"teacher {teacher.spec.key} returned {out.shape}, expected {(len(idx), *tail)}",
+                                      stage="extract")
+                feats[idx] = out
             bad = ~np.isfinite(feats.reshape(b - a, -1)).all(axis=1)
             if bad.any():
                 raise UniegoError(f"teacher {teacher.spec.key} produced NaN/Inf for samples "
