@@ -1,5 +1,6 @@
 """2. Extraction overlap: `uniego.stages.teachers.extract.extract` throughput (clips/s) vs min(decode-only,
-model-only) on the same clips: decode-only reads the clip cache and preprocesses (the
+model-only) on the same clips: decode-only decodes the clip's frames from the video at the times
+the clip cache sampled (`frames_from: video`, the image teachers' default) and preprocesses (the
 DataLoader side), model-only runs the teacher on inputs already in memory. Target >= 0.85
 (the slower side hides the faster one)."""
 
@@ -34,18 +35,19 @@ def run(work: Path, *, smoke: bool = False) -> list[Result]:
     batches = [(0, a, min(a + BATCH, n)) for a in range(0, n, BATCH)]
 
     def loader():
-        return DataLoader(_TeacherInputs({"ego": d["clips"]["ego"]}, teacher, batches, table.sample_id), batch_size=None,
-                          num_workers=WORKERS, prefetch_factor=4)
+        return DataLoader(_TeacherInputs({"ego": d["clips"]["ego"]}, teacher, batches, {"ego": list(table.ego_video)},
+                                         list(table.sample_id)), batch_size=None, num_workers=WORKERS, prefetch_factor=4)
 
     def decode_only():
-        return [inputs for *_, inputs in loader()]
+        return [parts for *_, parts in loader()]
 
     inputs = decode_only()
 
     def model_only():
         with torch.inference_mode():
-            for x in inputs:
-                teacher(x)
+            for parts in inputs:
+                for _, x in parts:
+                    teacher(x)
 
     def full(i=[0]):
         i[0] += 1

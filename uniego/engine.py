@@ -5,7 +5,8 @@ A task provides `model` (an nn.Module whose trainable parameters are optimised) 
 Nesterov, weight decay, the per-epoch step learning-rate schedule, gradient accumulation
 (leftover micro-batches at an epoch's end are discarded, as the official code does), bf16
 autocast on GPU, a checkpoint after every epoch (model, optimiser, RNG) with resume from the
-last one, a JSONL metrics log (every term by name) and a seeded, worker-independent order.
+last one, a JSONL metrics log (every term by name) and a seeded, worker-independent order. One
+DataLoader serves every epoch of a run (`AllEpochs`), so its workers start once, not per epoch.
 """
 
 from __future__ import annotations
@@ -52,6 +53,21 @@ def cpu_threads_beside(workers: int, device: torch.device):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class AllEpochs(torch.utils.data.Dataset):
+    """The epochs' datasets one after the other: item j is batch j of their concatenation."""
+
+    def __init__(self, datasets: list):
+        self.datasets = datasets
+        self.offsets = np.cumsum([0] + [len(d) for d in datasets])
+
+    def __len__(self):
+        return int(self.offsets[-1])
+
+    def __getitem__(self, j: int):
+        k = int(np.searchsorted(self.offsets, j, side="right")) - 1
+        return self.datasets[k][j - int(self.offsets[k])]
 
 
 def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[np.ndarray]:
@@ -194,19 +210,30 @@ def _train(task, make_epoch_dataset, n, settings, run_dir, *, seed, identity, de
         _cut_log(log_path, start)
     amp = autocast_for(device, precision)
     kill_after = int(os.environ.get("UNIEGO_TEST_KILL_AFTER_EPOCHS", "0"))  # test hook: SIGKILL self
+    plan = []   # (epoch, all its batches, this rank's part)
+    for epoch in range(start, settings.epochs):
+        batches = epoch_batches(n, settings.batch_size, seed=seed, epoch=epoch)
+        plan.append((epoch, batches, distributed.rank_part(batches, rank, world, where=desc)))
+    # One DataLoader for every remaining epoch, so its workers start once per run, not once per epoch
+    # (item j: batch j of the epochs one after the other).
+    loader = DataLoader(AllEpochs([make_epoch_dataset(mine, epoch) for epoch, _, mine in plan]), batch_size=None,
+                        collate_fn=whole_batches, num_workers=workers, pin_memory=device.type == "cuda")
     with cpu_threads_beside(workers, device):
-        for epoch in range(start, settings.epochs):
+        items = None
+        for epoch, batches, mine in plan:
             lr = settings.lr_at(epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
-            batches = epoch_batches(n, settings.batch_size, seed=seed, epoch=epoch)
-            mine = distributed.rank_part(batches, rank, world, where=desc)
-            loader = DataLoader(make_epoch_dataset(mine, epoch), batch_size=None, collate_fn=whole_batches,
-                                num_workers=workers, pin_memory=device.type == "cuda")
+            if items is None:
+                items = iter(loader)
+            else:   # each epoch draws the one number from torch's RNG that a new DataLoader iterator draws
+                torch.empty((), dtype=torch.int64).random_()
             model.train()
             sums: dict[str, float] = {}
             opt.zero_grad(set_to_none=True)
-            for step, batch in enumerate(tqdm(loader, desc=f"{desc} {epoch + 1}/{settings.epochs}", leave=False, disable=None)):
+            epoch_items = (next(items) for _ in range(len(mine)))
+            for step, batch in enumerate(tqdm(epoch_items, total=len(mine), desc=f"{desc} {epoch + 1}/{settings.epochs}",
+                                              leave=False, disable=None)):
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with amp:
                     out = task.step(batch)
