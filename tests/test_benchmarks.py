@@ -27,3 +27,21 @@ def test_smoke_run_prints_every_benchmark():
     assert Counter(row[0] for row in rows) == {name: ROWS.get(name, 1) for name in NAMES}
     assert all(row[4] == "smoke: not judged" for row in rows)
     assert (REPO / "benchmarks" / "latest.json").read_bytes() == latest   # a smoke run writes no results
+
+
+def test_compare_studies_reads_two_studies_side_by_side(tmp_path):
+    """benchmarks/compare_studies.py on the published study and a copy with UNIEGO's row changed."""
+    from benchmarks.compare_studies import compare, read_study
+
+    a = REPO / "docs/published/demo-study/study.md"
+    text = a.read_text()
+    old = "| uniego | 64.81 | 57.41 | 62.96 | 61.73 | 3.85 | 100.00 |"
+    assert old in text
+    b = tmp_path / "study.md"
+    b.write_text(text.replace(old, "| uniego | 80.00 | 70.00 | 75.00 | 75.00 | 5.00 | 100.00 |"))
+    s = read_study(a)
+    assert s["models"]["uniego"] == (61.73, 3.85, [64.81, 57.41, 62.96]) and s["exo_cue"]["uniego"] == 37.5
+    out = compare(a, b, ("without", "with"))
+    assert "| **uniego** | 61.73 ± 3.85 | 75.00 ± 5.00 | +13.27 | yes |" in out
+    assert "| **baseline_ego** | 57.41 ± 11.26 | 57.41 ± 11.26 | +0.00 | no |" in out
+    assert "- with: 75.00 / 51.23 / 57.41: the ordering does NOT hold; gaps +23.77 (sd 15.53) and -6.18 (sd 15.53)" in out
