@@ -13,7 +13,8 @@ import pytest
 from benchmarks.__main__ import NAMES
 
 REPO = Path(__file__).resolve().parent.parent
-ROWS = {"cache_reads": 3, "pipeline_overhead": 2, "data_inputs": 2, "clip_protocol": 2, "input_pipeline": 2}   # results per benchmark, 1 where not listed
+# results per benchmark, 1 where not listed
+ROWS = {"cache_reads": 3, "pipeline_overhead": 2, "data_inputs": 2, "clip_protocol": 2, "input_pipeline": 2}
 
 
 @pytest.mark.slow   # about a minute on 2 cores: a demo dataset, two extraction processes, four Snakemake runs

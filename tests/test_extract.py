@@ -177,10 +177,10 @@ def test_an_image_teacher_sees_the_source_video_at_the_cache_times(tiny_data):
 
     import torch
 
+    from tests.conftest import TINY_CLIPS
     from uniego.stages.teachers.extract import _TeacherInputs
     from uniego.teachers import build_teacher
     from uniego.video import frame_indices, open_video
-    from tests.conftest import TINY_CLIPS
 
     table = tiny_data["table"]
     g = open_store(tiny_data["clips"]["ego"])

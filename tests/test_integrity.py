@@ -175,7 +175,8 @@ def test_an_error_in_a_loader_worker_reaches_the_terminal_as_one_line(tiny_data,
     """A damaged chunk read inside a DataLoader worker: the message, not the worker's traceback."""
     store, _, _, ids = ego
     _flip(_chunk(store, "frames", 2))
-    settings = json.dumps({"teacher": {"key": "ego_dino", "arch": "dinov2_test", "weights": "random"}, "seed": 0})
+    settings = json.dumps({"teacher": {"key": "ego_dino", "arch": "dinov2_test", "weights": "random", "frames_from": "cache"},
+                           "seed": 0})
     out = store.parent / "feats.zarr"
     r = _uniego("extract", "--settings", settings, "--manifest", tiny_data["manifest"], "--teacher", "ego_dino",
                 "--clips", f"ego={store}", "--out", out, "--workers", "1", "--device", "cpu")

@@ -305,7 +305,9 @@ def test_a_damaged_clip_cache_fails_its_job_with_the_message_on_the_terminal(bui
     array, chunk and sample named, on the terminal (a failed job's last log lines go to stderr),
     and leaves no feature store."""
     overlay = built / "tests" / "configs" / "damaged.yaml"
-    overlay.write_text(yaml.safe_dump({"datasets": {"damaged": {"adapter": "demo", "root": "data/damaged", "preset": "tiny"}}}))
+    cached = {"teachers": {"ego_dino": {"frames_from": "cache"}}}   # ego_dino reads the cached frames
+    overlay.write_text(yaml.safe_dump({"datasets": {"damaged": {"adapter": "demo", "root": "data/damaged", "preset": "tiny",
+                                                                "overrides": cached}}}))
     r = snakemake(built, "results/damaged/clips/ego.zarr", overlays=[overlay])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     chunk = next(f for f in sorted((built / "results/damaged/clips/ego.zarr/frames/c/2").rglob("*")) if f.is_file())
